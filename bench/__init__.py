@@ -1,0 +1,3 @@
+"""Item-tokenizer benchmark for generative recommendation."""
+
+__version__ = "0.1.0"
