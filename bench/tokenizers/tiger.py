@@ -1,0 +1,69 @@
+"""`tiger` (Rajput et al. 2023): RQ-VAE codes over text embeddings, plus a 4th token that
+numbers the items sharing a 3-token tuple, so every item's code is distinct."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.options import check
+from bench.tokenizers.base import FitContext, Tokenizer, semantic_codes
+from bench.tokenizers.rqvae import (SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig, checked_embeddings,
+                                    collision_rate, parse_sizes, train_rqvae)
+
+
+@dataclass
+class TigerOptions:
+    levels: int = 3  # paper: 3 levels (+ the collision level)
+    codebook_size: int = 256  # paper: 256 codes per level
+    latent_dim: int = 32  # paper: 32
+    hidden: str = "512,256,128"  # paper: encoder 512-256-128, ReLU, mirror decoder
+    epochs: int = 100  # paper: 20k epochs on GPU; presets set this (PRESET_OPTIONS)
+    batch_size: int = 1024  # paper: 1024
+    lr: float = 1e-3  # AdamW 1e-3 as LETTER's release (the TIGER paper used Adagrad, lr 0.4)
+    weight_decay: float = 1e-4  # LETTER's release
+    beta_commit: float = 0.25  # paper: 0.25
+    kmeans_init: bool = True  # paper: k-means initialisation of each codebook
+    kmeans_iters: int = 100  # LETTER's release
+    select: str = "collision"  # lowest collision rate (LETTER's release) or `last` epoch
+    eval_every: int = 0  # epochs between collision-rate checks for `select`; 0 = epochs // 10
+
+    def __post_init__(self) -> None:
+        for name in ("levels", "codebook_size", "latent_dim", "epochs", "batch_size", "kmeans_iters"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1")
+        check(self.levels <= 25, "levels must be <= 25 (one token letter per level)")
+        check(self.codebook_size >= 2, "codebook_size must be >= 2")
+        check(self.lr > 0 and self.weight_decay >= 0 and self.beta_commit >= 0,
+              "lr must be > 0, weight_decay and beta_commit >= 0")
+        check(self.eval_every >= 0, "eval_every must be >= 0")
+        check(self.select in SELECT_POLICIES, f"select must be one of {SELECT_POLICIES}")
+        parse_sizes(self.hidden)
+
+
+# Per-preset overrides the lead's config passes to the constructor.
+PRESET_OPTIONS: dict[str, dict[str, object]] = {
+    "quick": {"codebook_size": 32, "epochs": 20, "batch_size": 128, "kmeans_iters": 20},  # 400 items
+    "cpu": {"epochs": 120, "batch_size": 256},  # ML-100K's 1,682 items in about a minute on 2 cores
+    "paper": {"epochs": 20000, "batch_size": 1024, "lr": 1e-3},
+}
+
+
+class TigerTokenizer(Tokenizer):
+    name = "tiger"
+    Options = TigerOptions
+    needs_text = True
+
+    def fit(self, ctx: FitContext) -> None:
+        o: TigerOptions = self.options
+        x = checked_embeddings(ctx.text_embeddings(), ctx.data.n_items, "text", self.name)
+        sizes = [o.codebook_size] * o.levels
+        model = RQVAE(RQVAEConfig(d_in=x.shape[1], hidden=parse_sizes(o.hidden), latent_dim=o.latent_dim,
+                                  codebook_sizes=tuple(sizes), beta_commit=o.beta_commit,
+                                  kmeans_init=o.kmeans_init, kmeans_iters=o.kmeans_iters))
+        train = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
+                            seed=ctx.seed, device=ctx.device, select=o.select, eval_every=o.eval_every)
+        self.history = train_rqvae(model, x, None, train, ctx.log)
+        levels = model.encode(x).cpu().numpy()
+        self.vocab, self.codes, self.n_collisions = semantic_codes(levels, sizes, "suffix", every_item=True)
+        ctx.log(f"tiger: collision rate {collision_rate(levels):.4f} before the 4th level, "
+                f"{self.n_collisions} items share a tuple")
+
