@@ -1,0 +1,189 @@
+"""The run's figures as PNG files, each readable on its own (title, axis labels, legend).
+Every function takes frames already loaded, returns the path it wrote, or None when its input
+is absent (a run without training history simply has no history plot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bench.evaluation.significance import stars  # noqa: E402
+from bench.io import atomic_write  # noqa: E402
+
+BAR_METRICS = ("recall", "ndcg")
+BAR_KS = (5, 10, 20)
+MAX_LEVELS = 6  # text tokenizers have many positions; the first few tell the story
+PALETTE = "colorblind"
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata={"Software": None}))
+    plt.close(fig)
+    return Path(path)
+
+
+def _style() -> None:
+    sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
+
+
+def _label(metric: str, k: int) -> str:
+    return "MRR" if metric == "mrr" else f"{'NDCG' if metric == 'ndcg' else metric.capitalize()}@{k}"
+
+
+def metric_bars(sig: pd.DataFrame | None, path: Path, split: str = "test") -> Path | None:
+    """Recall and NDCG at 5/10/20 per tokenizer, with the bootstrap 95% CI as error bars."""
+    if sig is None or sig.empty:
+        return None
+    data = sig[(sig["split"] == split) & sig["metric"].isin(BAR_METRICS) & sig["k"].isin(BAR_KS)]
+    if data.empty:
+        return None
+    _style()
+    tokenizers = list(dict.fromkeys(data["tokenizer"]))
+    metrics = [m for m in BAR_METRICS if m in set(data["metric"])]
+    colors = sns.color_palette(PALETTE, len(tokenizers))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    width = 0.8 / len(tokenizers)
+    for ax, metric in zip(axes[0], metrics):
+        block = data[data["metric"] == metric]
+        ks = sorted(block["k"].unique())
+        for i, tok in enumerate(tokenizers):
+            rows = block[block["tokenizer"] == tok].set_index("k").reindex(ks)
+            xs = np.arange(len(ks)) + (i - (len(tokenizers) - 1) / 2) * width
+            err = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).clip(min=0)
+            ax.bar(xs, rows["mean"], width, yerr=err, capsize=3, color=colors[i], label=tok)
+        ax.set_xticks(np.arange(len(ks)), [_label(metric, k) for k in ks])
+        ax.set_ylabel(f"{_label(metric, 0).split('@')[0]} ({split})")
+        ax.set_title(f"{_label(metric, 0).split('@')[0]} per tokenizer (95% bootstrap CI)")
+    axes[0][-1].legend(title="tokenizer", bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, path)
+
+
+def code_usage_lorenz(usage: dict[str, list[np.ndarray]], path: Path) -> Path | None:
+    """Lorenz curve of code usage per level, one panel per tokenizer: the diagonal is a
+    codebook used evenly; the further below it, the fewer codes carry the items."""
+    usage = {tok: levels for tok, levels in usage.items() if levels}
+    if not usage:
+        return None
+    _style()
+    n = len(usage)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, (tok, levels) in zip(axes.flat, usage.items()):
+        for lv, counts in enumerate(levels[:MAX_LEVELS]):
+            counts = np.sort(np.asarray(counts, dtype=np.float64))  # ascending, for the Lorenz curve
+            if counts.sum() == 0:
+                continue
+            x = np.linspace(0, 1, len(counts) + 1)
+            y = np.concatenate([[0], np.cumsum(counts) / counts.sum()])
+            ax.plot(x, y, label=f"level {lv}")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="even use")
+        ax.set_title(tok)
+        ax.set_xlabel("share of codes (least used first)")
+        ax.set_ylabel("share of items")
+        ax.legend(fontsize="small", loc="upper left")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle("Code usage per level (Lorenz curves)")
+    return _save(fig, path)
+
+
+def entropy_bars(code_stats: pd.DataFrame | None, path: Path) -> Path | None:
+    """Normalised entropy (entropy / log codebook size) per level and tokenizer, first seed."""
+    if code_stats is None or code_stats.empty:
+        return None
+    _style()
+    first = code_stats[code_stats["seed"] == code_stats.groupby("tokenizer")["seed"].transform("min")]
+    first = first[first["level"] < MAX_LEVELS]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.barplot(first, x="level", y="normalized_entropy", hue="tokenizer", ax=ax)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("code level")
+    ax.set_ylabel("entropy / log(codebook size)")
+    ax.set_title("How evenly each level's codebook is used (1 = evenly)")
+    ax.legend(title="tokenizer", bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, path)
+
+
+def history_curves(history: pd.DataFrame | None, path: Path) -> Path | None:
+    """Validation NDCG per training epoch, one line per tokenizer (band: spread over seeds)."""
+    if history is None or history.empty:
+        return None
+    cols = [c for c in history.columns if c.startswith("valid_ndcg")]
+    if not cols:
+        return None
+    col = "valid_ndcg@10" if "valid_ndcg@10" in cols else cols[0]
+    data = history.dropna(subset=[col])
+    if data.empty:
+        return None
+    _style()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data, x="epoch", y=col, hue="tokenizer", errorbar="sd", marker="o", ax=ax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(col.replace("valid_ndcg", "validation NDCG"))
+    ax.set_title("Validation NDCG during backbone training")
+    ax.legend(title="tokenizer", bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, path)
+
+
+def effect_matrix(sig: pd.DataFrame | None, path: Path) -> Path | None:
+    """Relative difference to the reference (%) per tokenizer and metric, with Holm-corrected
+    significance marks (* p<0.05, ** p<0.01, *** p<0.001)."""
+    if sig is None or sig.empty:
+        return None
+    data = sig[sig["tokenizer"] != sig["reference"]].copy()
+    if data.empty:
+        return None
+    _style()
+    data["column"] = [_label(m, k) for m, k in zip(data["metric"], data["k"])]
+    rank = {"recall": 0, "ndcg": 1, "mrr": 2}  # the order of the report's tables
+    pairs = sorted(set(zip(data["metric"], data["k"])), key=lambda mk: (rank.get(mk[0], 3), mk[0], mk[1]))
+    order = [_label(m, k) for m, k in pairs]
+    rows = list(dict.fromkeys(data["tokenizer"]))
+    values = data.pivot_table(index="tokenizer", columns="column", values="rel_diff").reindex(index=rows, columns=order) * 100
+    marks = data.assign(mark=[stars(p) for p in data["p_holm"]]).pivot(index="tokenizer", columns="column", values="mark")
+    marks = marks.reindex(index=rows, columns=order).fillna("")
+    text = values.map(lambda v: "" if pd.isna(v) else f"{v:+.1f}%") + marks
+    limit = float(np.nanmax(np.abs(values.to_numpy()))) if np.isfinite(values.to_numpy()).any() else 1.0
+    fig, ax = plt.subplots(figsize=(1.1 * len(order) + 3, 0.6 * len(rows) + 2))
+    sns.heatmap(values, annot=text, fmt="", cmap="RdBu", center=0, vmin=-limit, vmax=limit, ax=ax,
+                cbar_kws={"label": "difference to reference (%)"}, linewidths=0.5)
+    ax.set_xlabel("metric")
+    ax.set_ylabel("tokenizer")
+    ax.set_title(f"Relative difference to {sig['reference'].iloc[0]} (Holm: * <.05, ** <.01, *** <.001)")
+    return _save(fig, path)
+
+
+def ablation_bars(metrics: pd.DataFrame | None, path: Path, split: str = "test",
+                  measures: tuple[tuple[str, int], ...] = (("recall", 10), ("ndcg", 10))) -> Path | None:
+    """Test metrics per ablation variant (a `variant` column), mean +/- std over seeds."""
+    if metrics is None or metrics.empty or "variant" not in metrics.columns:
+        return None
+    keep = pd.Series(False, index=metrics.index)
+    for metric, k in measures:
+        keep |= (metrics["metric"] == metric) & (metrics["k"] == k)
+    data = metrics[keep & (metrics["split"] == split)].copy()
+    if data.empty:
+        return None
+    _style()
+    data["measure"] = [_label(m, k) for m, k in zip(data["metric"], data["k"])]
+    fig, ax = plt.subplots(figsize=(1.2 * data["variant"].nunique() + 4, 4.5))
+    hue_order = [m for m in (_label(m, k) for m, k in measures) if m in set(data["measure"])]
+    sns.barplot(data, x="variant", y="value", hue="measure", hue_order=hue_order, errorbar="sd", capsize=0.1, ax=ax)
+    ax.set_xlabel("variant")
+    ax.set_ylabel(f"value ({split}, mean ± sd over seeds)")
+    ax.set_title("Ablation")
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(title="metric")
+    return _save(fig, path)

@@ -1,0 +1,136 @@
+"""`bench report` / `bench plot` on a small hand-made run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.errors import DataError
+from bench.evaluation.significance import SignificanceOptions
+from bench.reporting import plots
+from bench.reporting.report import build_plots, build_report
+
+TOKENIZERS = {"id": 0.3, "letter": 0.5, "popularity": 0.1}
+SEEDS = (0, 1)
+N_USERS = 30
+FAST = SignificanceOptions(n_resamples=200, n_bootstrap=200)
+
+
+def _per_user_rows(rng):
+    for tok, p_hit in TOKENIZERS.items():
+        for seed in SEEDS:
+            for split in ("valid", "test"):
+                for user in range(N_USERS):
+                    rank = int(rng.integers(1, 40)) if rng.random() < p_hit * 2 else 99
+                    row = {"dataset": "synthetic", "tokenizer": tok, "seed": seed, "split": split, "user": user}
+                    for k in (5, 10, 20):
+                        row[f"recall@{k}"] = float(rank <= k)
+                        row[f"ndcg@{k}"] = 1 / np.log2(rank + 1) if rank <= k else 0.0
+                    row["mrr"] = 1 / rank if rank <= 20 else 0.0
+                    yield row
+
+
+def make_run(root: Path, ablation: bool = False, history: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    run = root / "tiny"
+    (run / "codes").mkdir(parents=True)
+    config = {"run": "tiny", "dataset": "synthetic", "preset": "quick", "tokenizers": ["id", "letter"],
+              "seeds": list(SEEDS), "backbone": "t5", "recipe": {"epochs": 2, "lr": 0.001},
+              "versions": {"python": "3.x"}, "git_commit": "abc123",
+              "data": {"fingerprint": "f00d", "n_users": N_USERS, "n_items": 12, "n_interactions": 300}}
+    if ablation:
+        config["ablation"] = {"id": "no alpha", "letter": "full"}
+    (run / "config.json").write_text(json.dumps(config))
+    per_user = pd.DataFrame(list(_per_user_rows(rng)))
+    per_user.to_csv(run / "per_user.csv", index=False)
+    long = per_user.melt(id_vars=["dataset", "tokenizer", "seed", "split", "user"], var_name="col")
+    long["metric"] = long["col"].str.split("@").str[0]
+    long["k"] = [int(c.split("@")[1]) if "@" in c else 20 for c in long["col"]]
+    metrics = long.groupby(["dataset", "tokenizer", "seed", "split", "metric", "k"], as_index=False)["value"].mean()
+    metrics.to_csv(run / "metrics.csv", index=False)
+    for seed in SEEDS:
+        letter = {str(i): [f"<a_{i % 3}>", f"<b_{(i * 5) % 4}>"] for i in range(12)}
+        (run / "codes" / f"letter-seed{seed}.index.json").write_text(json.dumps(letter))
+        (run / "codes" / f"id-seed{seed}.index.json").write_text(json.dumps({str(i): [f"<item_{i}>"] for i in range(12)}))
+    if history:
+        pd.DataFrame([{"tokenizer": t, "seed": s, "epoch": e, "train_loss": 1 / (e + 1), "valid_ndcg@10": 0.1 * e + s * 0.01}
+                      for t in ("id", "letter") for s in SEEDS for e in range(3)]).to_csv(run / "history.csv", index=False)
+    pd.DataFrame([{"tokenizer": t, "seed": s, "stage": st, "seconds": 1.5}
+                  for t in ("id", "letter") for s in SEEDS for st in ("tokenizer", "train", "evaluate")]
+                 ).to_csv(run / "timings.csv", index=False)
+    return run
+
+
+def test_report_writes_tables_plots_and_is_reproducible(tmp_path):
+    run = make_run(tmp_path)
+    path = build_report(run, FAST)
+    text = path.read_text()
+    for heading in ("# Run tiny", "## Data", "## Configuration", "## Results (test split)",
+                    "## Code statistics", "## Plots", "## Wall time"):
+        assert heading in text
+    assert "Mean ± std over seeds" in text and "against **letter**" in text
+    pngs = {p.name for p in (run / "plots").glob("*.png")}
+    assert pngs == {"metrics.png", "effects.png", "code_usage.png", "entropy.png", "history.png"}
+    for name in pngs:
+        assert f"(plots/{name})" in text
+    stats = pd.read_csv(run / "code_stats.csv")
+    assert set(stats["tokenizer"]) == {"id", "letter"} and set(stats["seed"]) == {0, 1}
+    sig = pd.read_csv(run / "significance.csv")
+    assert {"metric", "k", "tokenizer", "reference", "n_users", "mean", "ref_mean", "ci_low", "ci_high",
+            "diff", "rel_diff", "d_z", "p_ttest", "p_perm", "p_holm"} <= set(sig.columns)
+    first = {n: (run / n).read_bytes() for n in ("significance.csv", "code_stats.csv", "report.md")}
+    build_report(run, FAST)
+    assert {n: (run / n).read_bytes() for n in first} == first
+
+
+def test_optional_inputs_are_skipped_and_ablation_is_drawn(tmp_path):
+    run = make_run(tmp_path, ablation=True, history=False)
+    (run / "per_user.csv").unlink()
+    (run / "timings.csv").unlink()
+    text = build_report(run).read_text()
+    pngs = {p.name for p in (run / "plots").glob("*.png")}
+    assert pngs == {"code_usage.png", "entropy.png", "ablation.png"}
+    assert "history.png" not in text and "## Wall time" not in text
+    assert "Mean ± std over seeds" in text  # metrics table from metrics.csv alone
+
+
+def test_plot_functions_skip_absent_input(tmp_path):
+    assert plots.metric_bars(None, tmp_path / "a.png") is None
+    assert plots.effect_matrix(pd.DataFrame(), tmp_path / "b.png") is None
+    assert plots.code_usage_lorenz({}, tmp_path / "c.png") is None
+    assert plots.history_curves(pd.DataFrame({"tokenizer": [], "seed": [], "epoch": []}), tmp_path / "d.png") is None
+    assert plots.ablation_bars(pd.DataFrame({"metric": ["ndcg"]}), tmp_path / "e.png") is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_report_and_plot(tmp_path):
+    run = make_run(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["report", str(run), "--reference", "id"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(run / "report.md")
+    assert set(pd.read_csv(run / "significance.csv")["reference"]) == {"id"}
+    (run / "plots" / "metrics.png").unlink()
+    result = runner.invoke(main, ["plot", str(run)])  # from the saved tables
+    assert result.exit_code == 0, result.output
+    assert "metrics.png" in result.output and (run / "plots" / "metrics.png").is_file()
+    for args in (["report", str(tmp_path / "nope")], ["plot", str(tmp_path)]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and "error:" in result.output
+
+
+def test_bad_files_are_data_errors(tmp_path):
+    run = make_run(tmp_path)
+    pd.DataFrame({"tokenizer": ["id"]}).to_csv(run / "timings.csv", index=False)
+    with pytest.raises(DataError, match="timings.csv: missing columns"):
+        build_report(run, FAST)
+    pd.DataFrame({"tokenizer": ["id"], "seed": [0], "stage": ["train"], "seconds": [1.0]}).to_csv(run / "timings.csv", index=False)
+    (run / "config.json").write_text("[")
+    with pytest.raises(DataError, match="config.json"):
+        build_plots(run)
