@@ -1,0 +1,79 @@
+"""The backbone interface: a sequence model that owns its loss and one decoding step.
+Beam search (decoding.py) is shared, so every backbone is decoded the same way."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.tokenizers.base import Tokenizer
+
+PAD, EOS = 0, 1
+N_SPECIAL = 2  # model ids: 0 <pad> (also T5's decoder start), 1 </s>; item tokens follow
+
+
+class Backbone(nn.Module, ABC):
+    """Subclasses map tokenizer token t to a model id (t + offset), build batches, return the
+    loss, and for decoding: `begin` (encode histories once) and `step` (next-token log-probs
+    for every live beam, reordering any cache by `parents`)."""
+
+    name: str = ""
+
+    def __init__(self, tokenizer: Tokenizer):
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    @property
+    def offset(self) -> int:
+        return N_SPECIAL
+
+    def item_sequences(self) -> list[tuple[int, ...]]:
+        """Each item's code in model ids (the trie is built from these)."""
+        return [tuple(t + self.offset for t in code) for code in self.tokenizer.codes]
+
+    def history_ids(self, history: list[int]) -> list[int]:
+        return [t + self.offset for item in history for t in self.tokenizer.history_tokens(item)]
+
+    @abstractmethod
+    def collate(self, histories: list[list[int]], targets: list[int]) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor], tau: float = 1.0) -> torch.Tensor: ...
+
+    def forward(self, batch: dict[str, torch.Tensor], tau: float = 1.0) -> torch.Tensor:
+        """The training loss: DDP (accelerate) synchronises gradients through forward()."""
+        return self.loss(batch, tau)
+
+    @abstractmethod
+    def begin(self, histories: list[list[int]], beam: int) -> Any:
+        """Decoding state for len(histories) * beam rows (user-major)."""
+
+    @abstractmethod
+    def step(self, state: Any, tokens: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
+        """tokens: [N] last chosen token per row (None rows = start); parents: [N] row each new
+        row continues (None on the first step). Returns log-probs [N, vocab]."""
+
+    @abstractmethod
+    def sequence_logprob(self, history: list[int], sequences: list[tuple[int, ...]]) -> torch.Tensor:
+        """Teacher-forced log-likelihood of each full sequence (EOS appended) after `history`:
+        the brute-force reference that beam search approximates."""
+
+
+def pad_sequences(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max(1, max(len(s) for s in seqs))
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            if left:
+                out[i, width - len(s):] = torch.tensor(s)
+            else:
+                out[i, : len(s)] = torch.tensor(s)
+    return out
+
+
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """LETTER's ranking-guided generation loss: cross-entropy on logits / tau (tau 1 = plain CE)."""
+    return nn.functional.cross_entropy(logits.float().flatten(0, -2) / tau, labels.flatten(), ignore_index=-100)
