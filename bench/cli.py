@@ -1,0 +1,265 @@
+"""The `bench` command line: parse, call, print. Bad input exits with code 2 and one line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from bench.errors import BenchError
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn BenchError into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BenchError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="bench")
+def main() -> None:
+    """Benchmark item tokenizers for generative recommendation."""
+
+
+def parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise BenchError(f"--set {item!r}: expected SECTION.NAME=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_seeds(value: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise BenchError(f"--seeds {value!r}: expected a comma list of integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise BenchError("--seeds: empty list")
+    return seeds
+
+
+def parse_overrides(sets: tuple[str, ...], backbone: str, lora: bool | None) -> dict[str, str]:
+    """--set values plus --lora/--no-lora, which only a causal backbone takes."""
+    out = parse_sets(sets)
+    if lora is not None:
+        if not backbone.startswith("causal"):
+            raise BenchError("--lora/--no-lora: only for a causal:SPEC backbone")
+        out["causal.lora"] = str(lora)
+    return out
+
+
+def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by `run` and `ablate`."""
+    for option in reversed([
+        click.option("--dataset", default="synthetic", show_default=True, help="synthetic, ml-100k:PATH, ml-1m:PATH, letter:PATH"),
+        click.option("--preset", default="quick", show_default=True, help="quick (tiny, minutes on a laptop), cpu, paper"),
+        click.option("--backbone", default="t5", show_default=True,
+                     help="t5, or causal:SPEC (tiny-llama, tiny-qwen2, tiny-gpt2, a Hugging Face name or a local folder)"),
+        click.option("--lora/--no-lora", default=None, help="causal backbone: LoRA adapters (= --set causal.lora=true)."),
+        click.option("--seeds", default="0", show_default=True, help="Comma list, e.g. 0,1,2"),
+        click.option("--out", default="", help="Results folder (default results/<data>-<preset>-<backbone>; rerun to resume)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N"),
+        click.option("--set", "sets", multiple=True, metavar="SECTION.NAME=VALUE",
+                     help="Override a setting, e.g. recipe.tau=0.7, t5.d_model=64, letter.alpha=0. Repeatable."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@main.command("run")
+@click.option("--tokenizers", default="all", show_default=True,
+              help="Comma list of tokenizer specs (id, text, tiger, letter, precomputed:PATH) or `all`.")
+@click.option("--reference", default=None, help="Tokenizer the others are tested against (default letter, if run).")
+@run_options
+@user_errors
+def run_cmd(tokenizers: str, reference: str | None, dataset: str, preset: str, backbone: str, lora: bool | None,
+            seeds: str, out: str, device: str, sets: tuple[str, ...]) -> None:
+    """Train and evaluate each tokenizer with the same backbone and recipe."""
+    from bench.config import preset_config
+    from bench.runner import run
+    from bench.tokenizers import parse_tokenizer_list
+
+    specs = parse_tokenizer_list(tokenizers)
+    explicit = [s for s in tokenizers.split(",") if s.strip() and s.strip() != "all"]
+    config = preset_config(preset, parse_overrides(sets, backbone, lora), dataset=dataset, tokenizers=specs, explicit_tokenizers=explicit,
+                           seeds=parse_seeds(seeds), backbone=backbone, device=device, out=out, reference=reference)
+    path = run(config, log=lambda msg: click.echo(msg, err=True))
+    click.echo(f"results: {path}")
+
+
+@main.command("ablate")
+@click.argument("tokenizer", type=click.Choice(["letter"]))
+@run_options
+@user_errors
+def ablate_cmd(tokenizer: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
+               device: str, sets: tuple[str, ...]) -> None:
+    """LETTER without each of its losses, against the full model (same data, split, seeds, backbone)."""
+    from bench.ablation import letter_ablation
+    from bench.config import preset_config
+    from bench.runner import default_out, run
+
+    config = preset_config(preset, parse_overrides(sets, backbone, lora), dataset=dataset, seeds=parse_seeds(seeds), backbone=backbone,
+                           device=device, out=out, explicit_tokenizers=["letter"])
+    config = letter_ablation(config)
+    if not out:
+        config.out = str(default_out(config)) + "-ablate-letter"
+    path = run(config, log=lambda msg: click.echo(msg, err=True))
+    click.echo(f"results: {path}")
+
+
+@main.command("tokenizers")
+def tokenizers_cmd() -> None:
+    """List the registered tokenizers."""
+    from bench.tokenizers import TOKENIZERS
+
+    for name, cls in TOKENIZERS.items():
+        arg = ":PATH" if cls.takes_argument else ""
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        click.echo(f"{name + arg:<20} {doc}")
+
+
+@main.group("data")
+def data_group() -> None:
+    """Prepare data sets and describe them."""
+
+
+@data_group.group("prepare")
+def prepare_group() -> None:
+    """Turn a public dump into a folder `bench run --dataset letter:DIR` reads."""
+
+
+@prepare_group.command("amazon")
+@click.option("--reviews", required=True, type=click.Path(dir_okay=False), help="Reviews file (2014 or 2018 dump, .json or .json.gz).")
+@click.option("--meta", required=True, type=click.Path(dir_okay=False), help="Metadata file of the same category.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (LETTER format).")
+@click.option("--name", default=None, help="File prefix X in X.inter.json (default: the folder's name).")
+@click.option("--kcore", default=5, show_default=True, type=int, help="Minimum interactions per user and per item.")
+@user_errors
+def prepare_amazon_cmd(reviews: str, meta: str, out: str, name: str | None, kcore: int) -> None:
+    """Raw Amazon Reviews -> LETTER-format folder with id maps and a data card."""
+    from bench.datasets.amazon import AmazonOptions, prepare_amazon
+    from bench.options import make_options
+
+    opts = make_options(AmazonOptions, {"kcore": kcore}, "amazon")
+    card = prepare_amazon(reviews, meta, out, name, opts)
+    after = card["counts"]["after_kcore"]
+    click.echo(f"wrote {out}: {after['users']:,} users, {after['items']:,} items, "
+               f"{after['interactions']:,} interactions ({card['counts']['items_without_meta']:,} items without metadata)")
+
+
+@data_group.command("stats")
+@click.argument("spec")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@user_errors
+def data_stats_cmd(spec: str, as_json: bool) -> None:
+    """Counts, sequence lengths and split sizes of a data set SPEC (synthetic, ml-100k:PATH, letter:PATH, ...)."""
+    import json
+
+    from bench.datasets import load_dataset
+    from bench.datasets.stats import dataset_stats, format_stats
+
+    stats = dataset_stats(load_dataset(spec))
+    click.echo(json.dumps(stats, indent=2) if as_json else format_stats(stats))
+
+
+@main.group("codes")
+def codes_group() -> None:
+    """Inspect item codes (index.json files)."""
+
+
+@codes_group.command("stats")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
+@click.option("--codebook-size", type=click.IntRange(min=1), default=None,
+              help="Codebook size of every level (default: inferred from the tokens).")
+@user_errors
+def codes_stats_cmd(file: Path, as_json: bool, codebook_size: int | None) -> None:
+    """Per-level code usage and whole-code collisions of FILE.index.json."""
+    from bench.evaluation.code_stats import code_stats, load_index, stats_frame
+
+    stats = code_stats(load_index(file), codebook_size)
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+        return
+    click.echo(f"items {stats['n_items']}  distinct codes {stats['n_unique']}  "
+               f"colliding {stats['n_items'] - stats['n_unique']} ({100 * stats['collision_rate']:.2f}%)  "
+               f"largest group {stats['max_group']}")
+    table = stats_frame(stats).drop(columns=["n_items", "n_unique", "collision_rate", "max_group"])
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--reference", default=None, help="Tokenizer to test against (default: letter, else the first).")
+@user_errors
+def report_cmd(run_dir: Path, reference: str | None) -> None:
+    """Rebuild code_stats.csv, significance.csv, plots/ and report.md of RUN_DIR from its files."""
+    from bench.evaluation.significance import SignificanceOptions
+    from bench.reporting.report import build_report
+
+    options = SignificanceOptions(reference=reference) if reference else None
+    click.echo(str(build_report(run_dir, options)))
+
+
+@main.command("plot")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@user_errors
+def plot_cmd(run_dir: Path) -> None:
+    """Redraw the plots of RUN_DIR from its saved files."""
+    from bench.reporting.report import build_plots
+
+    for path in build_plots(run_dir):
+        click.echo(str(path))
+
+
+@main.command("perf")
+@click.option("--dataset", default=None, help="Data set spec (default letter:../shared/data/letter/Instruments).")
+@click.option("--tokenizer", default=None, help="Codes to decode (default precomputed: the official Instruments codes).")
+@click.option("--size", default="paper", show_default=True, help="T5 size of this preset: quick, cpu, paper.")
+@click.option("--users", type=int, default=None, help="Test users decoded per repeat [1000; --quick 64].")
+@click.option("--hf-users", type=int, default=None, help="Of those, decoded by transformers' generate too [100; --quick 8].")
+@click.option("--steps", type=int, default=None, help="Timed training steps per repeat [20; --quick 3].")
+@click.option("--pretrain-steps", type=int, default=None, help="Training steps before decoding [50; --quick 0].")
+@click.option("--repeats", type=int, default=None, help="Repeats per measurement [3; --quick 1].")
+@click.option("--letter-epochs", type=int, default=None, help="LETTER epochs timed [3; --quick 1].")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Training batch size.")
+@click.option("--eval-batch-size", type=int, default=0, show_default=True, help="Users per beam-search batch (0 = the recipe's).")
+@click.option("--beam", type=int, default=20, show_default=True)
+@click.option("--threads", default="1", show_default=True, help="Comma list of torch thread counts to measure, e.g. 1,2.")
+@click.option("--parts", default="eval,hf,train,tokenizer", show_default=True, help="Which parts to measure.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda")
+@click.option("--quick", is_flag=True, help="Short version for smoke tests (few users and steps, one repeat).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the table and its context as JSON.")
+@user_errors
+def perf_cmd(quick: bool, json_path: Path | None, **kwargs: Any) -> None:
+    """Speed of evaluation (ours vs transformers generate), training and the LETTER tokenizer."""
+    from bench.io import atomic_write_text
+    from bench.options import make_options
+    from bench.perf import QUICK, PerfOptions, run_perf
+
+    values = dict(QUICK) if quick else {}
+    values.update({k: v for k, v in kwargs.items() if v is not None})
+    report = run_perf(make_options(PerfOptions, values, "perf"), log=lambda m: click.echo(m, err=True))
+    click.echo(report.table())
+    if json_path is not None:
+        atomic_write_text(json_path, report.to_json())
+
+
+if __name__ == "__main__":
+    main()

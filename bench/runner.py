@@ -1,0 +1,410 @@
+"""One run end to end: data -> split -> (embeddings) -> tokenizer -> backbone -> decoding ->
+metrics, written to results/<run>/. Each (tokenizer, seed) is a unit whose files are written
+atomically and marked done, so a killed run loses no finished unit and a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate.utils import set_seed
+
+from bench.backbones import make_backbone
+from bench.config import KS, RunConfig, sasrec_options
+from bench.datasets import Dataset, Samples, Split, leave_one_out, load_dataset
+from bench.errors import BenchError
+from bench.evaluation.metrics import per_user_metrics, popularity_ranking, target_ranks, tidy_means
+from bench.io import atomic_write_csv, atomic_write_text
+from bench.options import make_options
+from bench.tokenizers import TOKENIZERS, FitContext, Tokenizer, make_tokenizer
+from bench.training import evaluate, make_accelerator, train
+
+TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
+CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch
+RESULT_FILES = ("metrics.csv", "per_user.csv", "rankings.csv", "history.csv", "timings.csv")
+# settings that must match for a rerun to resume in the same folder
+_RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "tokenizer_options", "sasrec",
+                "embedding_model")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"--device: unknown device {name!r} (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device is available")
+    return device
+
+
+def default_out(config: RunConfig) -> Path:
+    name = config.dataset.partition(":")[0] if ":" not in config.dataset else Path(config.dataset.partition(":")[2]).name
+    return Path("results") / f"{name}-{config.preset}-{config.backbone.replace(':', '-').replace('/', '-')}"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("bench", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+class Embeddings:
+    """Text and collaborative embeddings, computed on first use and then kept."""
+
+    def __init__(self, data: Dataset, split: Split, config: RunConfig, device: torch.device, log: Callable[[str], None]):
+        self.data, self.split, self.config, self.device, self.log = data, split, config, device, log
+        self._text: np.ndarray | None = None
+        self._cf: dict[int, np.ndarray] = {}
+        self.seconds: dict[str, float] = {}
+
+    def text(self) -> np.ndarray:
+        if self._text is None:
+            from bench.embeddings import text_embeddings
+
+            start = time.perf_counter()
+            self._text = text_embeddings(self.data, model=self.config.embedding_model, device=str(self.device))
+            self.seconds["text_embeddings"] = time.perf_counter() - start
+        return self._text
+
+    def cf(self, seed: int) -> np.ndarray:
+        if seed not in self._cf:
+            from bench.embeddings import cf_embeddings
+
+            start = time.perf_counter()
+            self._cf[seed] = cf_embeddings(self.data, self.split, sasrec_options(self.config.sasrec), seed=seed,
+                                           device=str(self.device), log=self.log)
+            self.seconds[f"cf_embeddings_seed{seed}"] = time.perf_counter() - start
+        return self._cf[seed]
+
+
+@dataclass
+class Variant:
+    """One results row: a tokenizer with its options and recipe overrides, under a label."""
+
+    label: str
+    tokenizer: str
+    options: dict[str, Any]
+    recipe: dict[str, Any]
+
+
+def variants(config: RunConfig, specs: list[str]) -> list[Variant]:
+    if config.variants:
+        return [Variant(v["label"], v["tokenizer"], dict(v.get("options", {})), dict(v.get("recipe", {})))
+                for v in config.variants if v["tokenizer"] in specs]
+    out = []
+    for spec in specs:
+        options = config.tokenizer_options.get(spec.partition(":")[0], {})
+        out.append(Variant(make_tokenizer(spec, options).label, spec, options, {}))
+    return out
+
+
+class Run:
+    """Under `accelerate launch` (N processes) every process loads the data and trains and
+    evaluates its share (bench/training.py); the main process alone fits tokenizers
+    (computing any embeddings), runs the popularity and SASRec rows and writes every file;
+    the others wait and load the codes it saved."""
+
+    def __init__(self, config: RunConfig, log: Callable[[str], None] = print):
+        self.config = config
+        self.out = Path(config.out) if config.out else default_out(config)
+        self.device = resolve_device(config.device)
+        self.accelerator = make_accelerator(self.device)
+        if self.accelerator.num_processes > 1:
+            if config.device not in ("auto", "cpu", "cuda"):
+                raise BenchError(f"--device {config.device}: under accelerate launch use auto, cpu or cuda "
+                                 "(each process takes its own GPU)")
+            self.device = self.accelerator.device
+        self.main = self.accelerator.is_main_process
+        self.log = log if self.main else (lambda msg: None)
+        self.tokenizers: list[str] = []
+
+    # -- setup -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        start = time.perf_counter()
+        self.data = load_dataset(self.config.dataset, self.config.synthetic)
+        self.split = leave_one_out(self.data)
+        self.data_seconds = time.perf_counter() - start
+        if self.split.n_dropped_users:
+            self.log(f"{self.split.n_dropped_users} users with fewer than 3 interactions dropped")
+        self.tokenizers = self._runnable(self.config.tokenizers)
+        self.variants = variants(self.config, self.tokenizers)
+        self._check_inputs()
+        self.embeddings = Embeddings(self.data, self.split, self.config, self.device, self.log)
+        self._write_config()  # the first write: every check above runs before the folder exists
+
+    def _runnable(self, specs: list[str]) -> list[str]:
+        """Tokenizers that need item text cannot run on a data set without it: an explicit
+        request is an error, one that came from `all` is skipped with a message."""
+        has_text = self.data.has_text or self.data.text_embeddings is not None
+        out = []
+        for spec in specs:
+            cls = TOKENIZERS[spec.partition(":")[0]]
+            msg = None
+            if cls.needs_text and not has_text:
+                msg = f"tokenizer {cls.name} needs item text, and {self.data.source} has none (no *.item.json or text embeddings)"
+            elif cls.needs_text:
+                msg = self._missing_text(cls.name)
+            if msg:
+                if spec in self.config.explicit_tokenizers:
+                    raise BenchError(msg)
+                self.log(f"skipped: {msg}")
+                continue
+            out.append(spec)
+        return out
+
+    def _missing_text(self, name: str) -> str | None:
+        """The first item without text, when `name` will need it: the text tokenizer reads
+        titles; the others read text embeddings, which are encoded from title and
+        description unless the data set ships them (and no other encoder is asked for)."""
+        if name not in TITLE_TOKENIZERS and self.data.text_embeddings is not None and self.config.embedding_model is None:
+            return None
+        for item, fields in zip(self.data.item_ids, self.data.item_text or []):
+            if not any(str(fields.get(f) or "").strip() for f in ("title", "description")):
+                return (f"tokenizer {name} needs every item's text, and item {item} of {self.data.source} "
+                        "has neither title nor description")
+        return None
+
+    def _check_inputs(self) -> None:
+        """Input that would otherwise fail only after the results folder exists."""
+        name, _, arg = self.config.backbone.partition(":")
+        if name not in ("t5", "causal") or (name == "t5" and arg) or (name == "causal" and not arg):
+            from bench.backbones import BACKBONES
+
+            raise BenchError(f"--backbone {self.config.backbone!r}: unknown or malformed (known: {', '.join(BACKBONES)})")
+        for name, options in self.config.tokenizer_options.items():  # --set NAME.x=... of tokenizers not run too
+            if name in TOKENIZERS:
+                make_options(TOKENIZERS[name].Options, options, name)
+        for variant in self.variants:
+            name, _, arg = variant.tokenizer.partition(":")
+            if name == "precomputed" and arg:
+                from bench.tokenizers.precomputed import read_index
+
+                read_index(Path(arg), self.data.item_ids)
+
+    def _write_config(self) -> None:
+        resolved = self.config.to_dict()
+        resolved.update(out=str(self.out), device=str(self.device), tokenizers=self.tokenizers)
+        resolved["labels"] = [v.label for v in self.variants]
+        resolved["data"] = {"fingerprint": self.data.fingerprint(), "name": self.data.name, "source": self.data.source,
+                            "n_users": self.data.n_users, "n_items": self.data.n_items,
+                            "n_interactions": self.data.n_interactions, "n_dropped_users": self.split.n_dropped_users,
+                            "n_train": len(self.split.train), "n_valid": len(self.split.valid), "n_test": len(self.split.test)}
+        resolved["versions"] = versions()
+        resolved["git_commit"] = git_commit()
+        path = self.out / "config.json"
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise BenchError(f"{path}: unreadable ({type(e).__name__}); use another --out or delete the folder") from None
+            for key in (*_RESUME_KEYS, "data"):
+                old_value = old.get(key) if key != "data" else old.get("data", {}).get("fingerprint")
+                new_value = resolved[key] if key != "data" else resolved["data"]["fingerprint"]
+                if json.dumps(old_value, sort_keys=True) != json.dumps(new_value, sort_keys=True):
+                    raise BenchError(f"{self.out}: holds a run with another {key}; use another --out or delete the folder")
+            resolved["tokenizers"] = list(dict.fromkeys(old.get("tokenizers", []) + self.tokenizers))
+            resolved["labels"] = list(dict.fromkeys(old.get("labels", []) + resolved["labels"]))
+            resolved["seeds"] = sorted(set(old.get("seeds", [])) | set(self.config.seeds))
+        self.accelerator.wait_for_everyone()  # every process has read the old config.json
+        if self.main:
+            try:
+                atomic_write_text(path, json.dumps(resolved, indent=2, default=str))
+            except OSError as e:
+                raise BenchError(f"--out {self.out}: cannot write the results folder ({e.strerror or e})") from None
+        self.accelerator.wait_for_everyone()
+        self.resolved = resolved
+
+    # -- units -----------------------------------------------------------------------------
+    def unit_dir(self, label: str, seed: int) -> Path:
+        return self.out / "units" / f"{label}-seed{seed}"
+
+    def run(self) -> Path:
+        self.prepare()
+        for seed in self.config.seeds:
+            if self.main:  # the others go on to the next barrier (tokenizer_unit)
+                self.popularity_unit(seed)
+                self.sasrec_unit(seed)
+            for variant in self.variants:
+                self.tokenizer_unit(variant, seed)
+        if self.main:
+            self.merge()
+            self.report()
+        self.accelerator.wait_for_everyone()
+        return self.out
+
+    def report(self) -> None:
+        """report.md and plots; a failure here loses no result (they are all written)."""
+        from bench.reporting.report import build_report
+
+        try:
+            path = build_report(self.out)
+            self.log(f"report: {path}")
+        except BenchError as e:
+            self.log(f"report not built: {e}")
+
+    def popularity_unit(self, seed: int) -> None:
+        unit = self.unit_dir("popularity", seed)
+        if (unit / "done").exists():
+            return
+        start = time.perf_counter()
+        counts = self.split.train_item_counts(self.data.n_items)
+        rankings = {name: popularity_ranking(counts, len(s), max(KS)) for name, s in self._splits()}
+        self.write_unit(unit, "popularity", seed, rankings, [], {"evaluate": time.perf_counter() - start})
+
+    def sasrec_unit(self, seed: int) -> None:
+        """SASRec scored over the full catalogue: the non-generative reference row."""
+        unit = self.unit_dir("sasrec", seed)
+        if (unit / "done").exists():
+            return
+        from bench.embeddings import load_or_train_sasrec
+
+        start = time.perf_counter()
+        model = load_or_train_sasrec(self.data, self.split, sasrec_options(self.config.sasrec), seed,
+                                     str(self.device), log=self.log)
+        trained = time.perf_counter() - start
+        rankings = {name: model.recommend(s.histories, max(KS)) for name, s in self._splits()}
+        self.write_unit(unit, "sasrec", seed, rankings, [], {"train": trained, "evaluate": time.perf_counter() - start - trained})
+
+    def tokenizer_unit(self, variant: Variant, seed: int) -> None:
+        tokenizer = make_tokenizer(variant.tokenizer, variant.options)
+        label = variant.label
+        recipe = replace(self.config.recipe, **variant.recipe)
+        unit = self.unit_dir(label, seed)
+        self.accelerator.wait_for_everyone()  # the main process has written the previous unit
+        if (unit / "done").exists():
+            self.log(f"{label} seed {seed}: done already, skipped")
+            return
+        timings: dict[str, float] = {}
+        set_seed(seed)
+        codes_path = self.out / "codes" / f"{label}-seed{seed}.index.json"
+        same_codes = self._fitted_codes(variant, seed)
+        have_codes = codes_path.exists() and codes_path.with_suffix(".state.json").exists()
+        self.accelerator.wait_for_everyone()  # every process has chosen its branch before codes are written
+        start = time.perf_counter()
+        if same_codes is not None:  # e.g. an ablation row that changes only the recipe
+            tokenizer.load(same_codes, self.data.item_ids)
+            if self.main:
+                tokenizer.save(codes_path, self.data.item_ids)
+        elif have_codes:  # fitted by an interrupted run of this folder
+            tokenizer.load(codes_path, self.data.item_ids)
+        elif not self.main:  # the main process fits; this one loads what it saved
+            self.accelerator.wait_for_everyone()
+            tokenizer.load(codes_path, self.data.item_ids)
+        else:
+            before = dict(self.embeddings.seconds)
+            ctx = FitContext(self.data, self.split, seed, str(self.device), text_embeddings=self.embeddings.text,
+                             cf_embeddings=lambda: self.embeddings.cf(seed), log=self.log)
+            tokenizer.fit(ctx)
+            tokenizer.save(codes_path, self.data.item_ids)
+            for key, value in self.embeddings.seconds.items():
+                if key not in before:
+                    timings[key.split("_seed")[0]] = value
+            self.accelerator.wait_for_everyone()
+        timings["tokenizer"] = time.perf_counter() - start - sum(timings.values())
+        self.log(f"{label} seed {seed}: {len(tokenizer.vocab)} tokens, codes up to {tokenizer.max_code_length} long, "
+                 f"{tokenizer.n_collisions} collisions")
+
+        set_seed(seed)
+        backbone = make_backbone(self.config.backbone, tokenizer, self.config).to(self.device)
+        result = train(backbone, self.split.train, self.split.valid, recipe, seed, self.log, desc=label,
+                       accelerator=self.accelerator, checkpoint=unit / CHECKPOINT)
+        timings["train"] = result.seconds
+        start = time.perf_counter()
+        from bench.backbones import CodeTrie
+        from bench.backbones.base import EOS
+
+        trie = CodeTrie.build(backbone.item_sequences(), EOS).to(self.device)
+        rankings, invalid = {}, 0
+        for name, samples in self._splits():
+            ranked = evaluate(backbone, trie, samples, recipe, desc=f"{label} {name}", accelerator=self.accelerator)
+            rankings[name] = ranked.items
+            invalid += ranked.n_invalid
+        timings["evaluate"] = time.perf_counter() - start
+        history = [{**row, "best_epoch": result.best_epoch} for row in result.history]
+        if self.main:
+            self.write_unit(unit, label, seed, rankings, history, timings, extra={"invalid": invalid})
+            (unit / CHECKPOINT).unlink(missing_ok=True)  # the unit is done: its checkpoint is not needed
+
+    def _fitted_codes(self, variant: Variant, seed: int) -> Path | None:
+        """Codes already fitted in this folder by another variant with the same tokenizer settings."""
+        for other in self.variants:
+            if other.label != variant.label and (other.tokenizer, other.options) == (variant.tokenizer, variant.options):
+                path = self.out / "codes" / f"{other.label}-seed{seed}.index.json"
+                if path.exists() and path.with_suffix(".state.json").exists():
+                    return path
+        return None
+
+    def _splits(self) -> list[tuple[str, Samples]]:
+        return [("valid", self.split.valid), ("test", self.split.test)]
+
+    def write_unit(self, unit: Path, label: str, seed: int, rankings: dict[str, np.ndarray],
+                   history: list[dict], timings: dict[str, float], extra: dict | None = None) -> None:
+        """All of a unit's files, each atomic; `done` last, so a half-written unit is redone."""
+        samples = dict(self._splits())
+        dataset = self.data.name
+        metric_rows, user_frames, ranking_frames = [], [], []
+        for split_name, items in rankings.items():
+            s = samples[split_name]
+            per_user = per_user_metrics(target_ranks(items, s.targets))
+            for metric, k, value in tidy_means(per_user):
+                metric_rows.append((dataset, label, seed, split_name, metric, k, value))
+            users = [self.data.user_ids[u] for u in s.users]
+            user_frames.append(pd.concat([pd.DataFrame({"dataset": dataset, "tokenizer": label, "seed": seed,
+                                                        "split": split_name, "user": users}), per_user], axis=1))
+            k = items.shape[1]
+            item_ids = np.array(self.data.item_ids + [""], dtype=object)
+            ranking_frames.append(pd.DataFrame({
+                "dataset": dataset, "tokenizer": label, "seed": seed, "split": split_name,
+                "user": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
+                "item": item_ids[items.reshape(-1)]}).query("item != ''"))
+        atomic_write_csv(unit / "metrics.csv", pd.DataFrame(metric_rows, columns=["dataset", "tokenizer", "seed", "split", "metric", "k", "value"]))
+        atomic_write_csv(unit / "per_user.csv", pd.concat(user_frames, ignore_index=True))
+        atomic_write_csv(unit / "rankings.csv", pd.concat(ranking_frames, ignore_index=True))
+        atomic_write_csv(unit / "history.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, **h} for h in history],
+                                                            columns=None if history else ["tokenizer", "seed", "epoch"]))
+        atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v}
+                                                            for k, v in timings.items()]))
+        atomic_write_text(unit / "done", json.dumps(extra or {}))
+        test = {m: v for (_, _, _, sp, m, k, v) in metric_rows if sp == "test" and k == 10}
+        self.log(f"{label} seed {seed}: test Recall@10 {test.get('recall', float('nan')):.4f}, NDCG@10 {test.get('ndcg', float('nan')):.4f}")
+
+    def merge(self) -> None:
+        """Top-level result files from every finished unit of this folder's configuration."""
+        units = sorted(p.parent for p in (self.out / "units").glob("*/done"))
+        wanted = {f"{lbl}-seed{s}" for lbl in ["popularity", "sasrec", *self.resolved["labels"]]
+                  for s in self.resolved["seeds"]}
+        units = [u for u in units if u.name in wanted]
+        for name in RESULT_FILES:
+            frames = [pd.read_csv(u / name, dtype={"user": str, "item": str}) for u in units if (u / name).stat().st_size > 1]
+            frames = [f for f in frames if len(f.columns)]
+            if name == "timings.csv" and frames:  # one write, with the data stage first
+                frames.insert(0, pd.DataFrame([{"tokenizer": "all", "seed": -1, "stage": "data", "seconds": self.data_seconds}]))
+            if frames:
+                atomic_write_csv(self.out / name, pd.concat(frames, ignore_index=True))
+
+
+def run(config: RunConfig, log: Callable[[str], None] = print) -> Path:
+    return Run(config, log).run()

@@ -1,0 +1,101 @@
+"""Kill and resume: a run stopped after its first epoch continues from the checkpoint
+(weights, optimizer, schedule, RNG states, early stopping) and ends with the same results as
+a run that was never stopped; checkpoints are loaded safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+import bench.training as training
+from bench.cli import main
+from bench.errors import BenchError
+
+from test_run import TINY
+
+ARGS = ["run", "--tokenizers", "id", "--seeds", "0", *TINY, "--set", "recipe.epochs=3"]
+
+
+def bench_run(out: Path) -> str:
+    result = CliRunner().invoke(main, [*ARGS, "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_interrupted_training_resumes_to_the_same_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    whole = tmp_path / "whole"
+    bench_run(whole)
+
+    stopped = tmp_path / "stopped"
+    save = training.save_checkpoint
+
+    def save_then_die(path: Path, state: dict) -> None:
+        save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt  # the process is killed right after its first checkpoint
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    result = CliRunner().invoke(main, [*ARGS, "--out", str(stopped)], catch_exceptions=False)
+    assert result.exit_code == 1 and "Aborted" in result.output  # click's answer to Ctrl-C
+    unit = stopped / "units" / "id-seed0"
+    assert (unit / "checkpoint.pt").exists() and not (unit / "done").exists()
+    assert not (stopped / "metrics.csv").exists() and not list(stopped.rglob("*.tmp"))
+    monkeypatch.undo()
+
+    log = bench_run(stopped)  # the same command again
+    assert "resumed from" in log and "after epoch 1" in log
+    assert "id epoch 1:" not in log and "id epoch 2:" in log  # epoch 1 was not trained again
+    assert not (unit / "checkpoint.pt").exists()  # removed once the unit is done
+    assert (stopped / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
+    assert (stopped / "rankings.csv").read_text() == (whole / "rankings.csv").read_text()
+    columns = ["epoch", "train_loss", "valid_ndcg@10", "best_epoch"]
+    pd.testing.assert_frame_equal(pd.read_csv(stopped / "history.csv")[columns], pd.read_csv(whole / "history.csv")[columns])
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("content", ["garbage", "pickle", "foreign"])
+def test_damaged_or_foreign_checkpoint_is_one_line_error(tmp_path: Path, content: str):
+    path = tmp_path / "checkpoint.pt"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    elif content == "pickle":
+        torch.save({"format": 1, "x": Evil()}, path)  # weights_only refuses to run it
+    else:
+        torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(BenchError, match="checkpoint"):
+        training.load_checkpoint(path)
+
+
+def test_crash_while_merging_leaves_no_half_written_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from bench.config import preset_config
+    from bench.runner import Run
+
+    config = preset_config("quick", {"synthetic.n_items": "30", "synthetic.n_users": "40"}, tokenizers=[], device="cpu",
+                           out=str(tmp_path / "r"))
+    run = Run(config, log=lambda m: None)
+    run.prepare()
+    run.popularity_unit(0)
+    write = pd.DataFrame.to_csv
+
+    def half_then_crash(frame: pd.DataFrame, path, *args, **kwargs):
+        if Path(path).parent == run.out:  # a top-level file: write half of it, then die
+            write(frame.head(len(frame) // 2), path, *args, **kwargs)
+            raise KeyboardInterrupt
+        return write(frame, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run.merge()
+    assert not (run.out / "metrics.csv").exists() and not list(run.out.glob(".*.tmp"))
+    monkeypatch.undo()
+    run.merge()
+    metrics = pd.read_csv(run.out / "metrics.csv")
+    assert len(metrics) == len(pd.read_csv(run.unit_dir("popularity", 0) / "metrics.csv"))
