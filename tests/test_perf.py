@@ -1,0 +1,29 @@
+"""`bench perf --quick` on a tiny synthetic setup: the table has every row (no timings checked)."""
+
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.perf import prefix_dict
+
+
+def test_prefix_dict_lists_allowed_next_tokens():
+    allowed = prefix_dict([(5, 6), (5, 7), (8,)], eos=1)
+    assert allowed[()] == [5, 8] and allowed[(5,)] == [6, 7] and allowed[(5, 6)] == [1] and allowed[(8,)] == [1]
+
+
+def test_perf_quick_prints_every_row(tmp_path):
+    out = tmp_path / "perf.json"
+    result = CliRunner().invoke(main, ["perf", "--quick", "--dataset", "synthetic", "--tokenizer", "id", "--size", "quick",
+                                       "--users", "12", "--hf-users", "3", "--batch-size", "16", "--steps", "2",
+                                       "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    for row in ("fp32 matmul [1 thr]", "users/s ours [1 thr]", "users/s generate [1 thr]", "speed ratio ours/generate",
+                "top-20 lists identical", "max |score diff|", "samples/s [1 thr]", "GFLOP/s [1 thr]",
+                "LETTER s/epoch", "LETTER export", "peak RSS"):
+        assert row in result.output, row
+    assert "top-20 lists identical" in out.read_text()
+
+
+def test_perf_rejects_unknown_part():
+    result = CliRunner().invoke(main, ["perf", "--parts", "eval,nope"])
+    assert result.exit_code == 2 and "parts" in result.output
