@@ -186,13 +186,14 @@ def codes_group() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as one JSON object.")
 @click.option("--codebook-size", type=click.IntRange(min=1), default=None,
-              help="Codebook size of every level (default: inferred from the tokens).")
+              help="Codebook size of every level (default: from FILE's .state.json sidecar, else inferred).")
 @user_errors
 def codes_stats_cmd(file: Path, as_json: bool, codebook_size: int | None) -> None:
     """Per-level code usage and whole-code collisions of FILE.index.json."""
-    from bench.evaluation.code_stats import code_stats, load_index, stats_frame
+    from bench.evaluation.code_stats import code_stats, load_index, saved_codebook_sizes, stats_frame
 
-    stats = code_stats(load_index(file), codebook_size)
+    # sizes: --codebook-size, else the tokenizer state saved beside the file, else inferred
+    stats = code_stats(load_index(file), codebook_size or saved_codebook_sizes(file))
     if as_json:
         click.echo(json.dumps(stats, indent=2))
         return
@@ -201,6 +202,33 @@ def codes_stats_cmd(file: Path, as_json: bool, codebook_size: int | None) -> Non
                f"largest group {stats['max_group']}")
     table = stats_frame(stats).drop(columns=["n_items", "n_unique", "collision_rate", "max_group"])
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@codes_group.command("fit")
+@click.argument("tokenizer")
+@click.option("--dataset", default="synthetic", show_default=True, help="Data set spec.")
+@click.option("--preset", default="quick", show_default=True, help="quick, cpu, paper")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="SECTION.NAME=VALUE", help="e.g. letter.beta=0")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Where to write the index.json.")
+@user_errors
+def codes_fit_cmd(tokenizer: str, dataset: str, preset: str, seed: int, device: str, sets: tuple[str, ...],
+                  out: Path) -> None:
+    """Fit one tokenizer (no backbone), write its codes to OUT and print their statistics."""
+    from bench.config import preset_config
+    from bench.evaluation.code_stats import code_stats, stats_frame, vocab_codebook_sizes
+    from bench.runner import fit_tokenizer
+    from bench.tokenizers import parse_tokenizer_list
+
+    spec = parse_tokenizer_list(tokenizer)[0]
+    config = preset_config(preset, parse_sets(sets), dataset=dataset, tokenizers=[spec], device=device)
+    tok, data = fit_tokenizer(config, spec, seed, log=lambda msg: click.echo(msg, err=True))
+    tok.save(out, data.item_ids)
+    stats = code_stats(tok.index_json(data.item_ids), vocab_codebook_sizes(tok.vocab))
+    click.echo(f"{out}: {data.n_items} items, {tok.n_collisions} collisions before disambiguation")
+    click.echo(stats_frame(stats).drop(columns=["n_items", "n_unique", "collision_rate", "max_group"])
+               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 @main.command("report")

@@ -406,5 +406,18 @@ class Run:
                 atomic_write_csv(self.out / name, pd.concat(frames, ignore_index=True))
 
 
+def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], None] = print) -> tuple[Tokenizer, Dataset]:
+    """The tokenizer stage alone (same data, split, embeddings and options as a run)."""
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset, config.synthetic)
+    split = leave_one_out(data)
+    embeddings = Embeddings(data, split, config, device, log)
+    tokenizer = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {}))
+    set_seed(seed)
+    tokenizer.fit(FitContext(data, split, seed, str(device), text_embeddings=embeddings.text,
+                             cf_embeddings=lambda: embeddings.cf(seed), log=log))
+    return tokenizer, data
+
+
 def run(config: RunConfig, log: Callable[[str], None] = print) -> Path:
     return Run(config, log).run()

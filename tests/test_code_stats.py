@@ -107,3 +107,15 @@ def test_cli_prints_json_and_table(tmp_path):
     assert result.exit_code == 0 and "colliding 1" in result.output and "normalized_entropy" in result.output
     result = CliRunner().invoke(main, ["codes", "stats", str(tmp_path / "nope.json")])
     assert result.exit_code == 2 and "no such file" in result.output and "Traceback" not in result.output
+
+
+def test_codebook_sizes_from_the_vocabulary_count_unused_top_codes():
+    from bench.evaluation.code_stats import code_stats, vocab_codebook_sizes
+
+    vocab = [f"<a_{i}>" for i in range(4)] + [f"<b_{i}>" for i in range(8)]
+    assert vocab_codebook_sizes(vocab) == [4, 8]
+    assert vocab_codebook_sizes(["<item_1>", "x"]) is None
+    index = {"0": ["<a_0>", "<b_0>"], "1": ["<a_1>", "<b_1>"]}
+    stats = code_stats(index, [4, 8])
+    assert [lv["codebook_size"] for lv in stats["levels"]] == [4, 8]
+    assert stats["levels"][1]["used"] == 2 and abs(stats["levels"][1]["normalized_entropy"] - 1 / 3) < 1e-12

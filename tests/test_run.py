@@ -112,3 +112,12 @@ def test_bad_options_are_one_line_errors(args, message, tmp_path):
     result = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "r"), *args])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_codes_fit_writes_an_index_and_prints_level_statistics(tmp_path):
+    out = tmp_path / "id.index.json"
+    result = invoke(["codes", "fit", "id", "--set", "synthetic.n_items=30", "--set", "synthetic.n_users=40",
+                     "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["3"] == ["<item_3>"]
+    assert "normalized_entropy" in result.output

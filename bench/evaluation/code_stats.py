@@ -114,18 +114,35 @@ def level_stats(counts: np.ndarray) -> dict[str, Any]:
     }
 
 
-def code_stats(index: dict[str, list[str]], codebook_size: int | None = None) -> dict[str, Any]:
-    """The `bench codes stats --json` object: collisions over whole tuples and per-level usage."""
+def vocab_codebook_sizes(vocab: list[str]) -> list[int] | None:
+    """Per-level codebook sizes from a tokenizer's vocabulary (<a_0>..<a_255> -> 256): the true
+    sizes, where inferring from the codes would miss unused top codes. None for other tokens."""
+    sizes: dict[str, int] = {}
+    for token in vocab:
+        m = re.match(r"^<([a-z])_(\d+)>$", token)
+        if m:
+            sizes[m.group(1)] = max(sizes.get(m.group(1), 0), int(m.group(2)) + 1)
+    if not sizes:
+        return None
+    return [sizes.get(chr(ord("a") + i), 0) for i in range(max(ord(k) - ord("a") for k in sizes) + 1)]
+
+
+def code_stats(index: dict[str, list[str]], codebook_size: int | list[int] | None = None) -> dict[str, Any]:
+    """The `bench codes stats --json` object: collisions over whole tuples and per-level usage.
+    `codebook_size`: one size for every level, or a list with one per level."""
     check_index(index)
     groups = Counter(tuple(toks) for toks in index.values())
     n_items, n_unique = len(index), len(groups)
     levels, letter_style = level_codes(index)
+    if not isinstance(codebook_size, list):
+        codebook_size = [codebook_size] * len(levels)  # type: ignore[list-item]
+    codebook_size = (codebook_size + [None] * len(levels))[: len(levels)]
     return {
         "n_items": n_items,
         "n_unique": n_unique,
         "collision_rate": (n_items - n_unique) / n_items,
         "max_group": max(groups.values()),
-        "levels": [{"level": lv, **level_stats(level_counts(codes, letter_style, codebook_size))}
+        "levels": [{"level": lv, **level_stats(level_counts(codes, letter_style, codebook_size[lv] or None))}
                    for lv, codes in enumerate(levels)],
     }
 
@@ -151,11 +168,20 @@ def code_files(run_dir: Path) -> list[tuple[str, int, Path]]:
     return found
 
 
+def saved_codebook_sizes(index_path: Path) -> list[int] | None:
+    """Codebook sizes from the tokenizer state saved beside a run's index.json, if any."""
+    state = Path(index_path).with_suffix(".state.json")
+    try:
+        return vocab_codebook_sizes(json.loads(state.read_text())["vocab"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_code_stats(run_dir: Path) -> pd.DataFrame:
     """code_stats.csv of a run: tokenizer, seed, then STAT_COLUMNS (one row per level)."""
     frames = []
     for tokenizer, seed, path in code_files(run_dir):
-        frame = stats_frame(code_stats(load_index(path)))
+        frame = stats_frame(code_stats(load_index(path), saved_codebook_sizes(path)))
         frame.insert(0, "seed", seed)
         frame.insert(0, "tokenizer", tokenizer)
         frames.append(frame)
