@@ -34,59 +34,52 @@ def _sequences(rows: list[tuple[str, str, int, int]], source: str) -> tuple[list
     return items, users, seqs
 
 
+def _fields(path: Path, sep: str):
+    """(line number, fields) of every non-blank line of a latin-1 GroupLens file."""
+    with open(path, encoding="latin-1") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                yield n, line.rstrip("\r\n").split(sep)
+
+
+def _dataset(name: str, path: str, rows: list[tuple[str, str, int, int]], meta: dict[str, dict[str, str]],
+             data_file: Path, meta_file: Path) -> Dataset:
+    items, users, seqs = _sequences(rows, str(data_file))
+    missing = [it for it in items if it not in meta]
+    if missing:
+        raise DataError(meta_file, f"no entry for item {missing[0]} (and {len(missing) - 1} more) used in {data_file.name}")
+    return Dataset(name, items, users, seqs, [meta[it] for it in items], source=f"{name}:{path}")
+
+
 def load_ml100k(path: str) -> Dataset:
     folder = Path(path)
     data_file, item_file = _need(folder / "u.data"), _need(folder / "u.item")
     rows = []
-    with open(data_file, encoding="latin-1") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\r\n").split("\t")
-            if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-                raise DataError(data_file, f"line {n}: expected 'user<TAB>item<TAB>rating<TAB>timestamp'")
-            rows.append((parts[0].strip(), parts[1].strip(), int(parts[3]), n))
+    for n, parts in _fields(data_file, "\t"):
+        if len(parts) != 4 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+            raise DataError(data_file, f"line {n}: expected 'user<TAB>item<TAB>rating<TAB>timestamp'")
+        rows.append((parts[0].strip(), parts[1].strip(), int(parts[3]), n))
     meta = {}
-    with open(item_file, encoding="latin-1") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\r\n").split("|")
-            if len(parts) != 5 + len(ML100K_GENRES):
-                raise DataError(item_file, f"line {n}: expected {5 + len(ML100K_GENRES)} '|'-separated fields, got {len(parts)}")
-            genres = [g for g, flag in zip(ML100K_GENRES, parts[5:]) if flag.strip() == "1"]
-            meta[parts[0].strip()] = {"title": parts[1].strip(), "description": "Genres: " + ", ".join(genres), "categories": ", ".join(genres)}
-    items, users, seqs = _sequences(rows, str(data_file))
-    missing = [it for it in items if it not in meta]
-    if missing:
-        raise DataError(item_file, f"no entry for item {missing[0]} (and {len(missing) - 1} more) used in u.data")
-    return Dataset("ml-100k", items, users, seqs, [meta[it] for it in items], source=f"ml-100k:{path}")
+    for n, parts in _fields(item_file, "|"):
+        if len(parts) != 5 + len(ML100K_GENRES):
+            raise DataError(item_file, f"line {n}: expected {5 + len(ML100K_GENRES)} '|'-separated fields, got {len(parts)}")
+        genres = ", ".join(g for g, flag in zip(ML100K_GENRES, parts[5:]) if flag.strip() == "1")
+        meta[parts[0].strip()] = {"title": parts[1].strip(), "description": "Genres: " + genres, "categories": genres}
+    return _dataset("ml-100k", path, rows, meta, data_file, item_file)
 
 
 def load_ml1m(path: str) -> Dataset:
     folder = Path(path)
     ratings, movies = _need(folder / "ratings.dat"), _need(folder / "movies.dat")
     rows = []
-    with open(ratings, encoding="latin-1") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\r\n").split("::")
-            if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
-                raise DataError(ratings, f"line {n}: expected 'user::item::rating::timestamp'")
-            rows.append((parts[0].strip(), parts[1].strip(), int(parts[3]), n))
+    for n, parts in _fields(ratings, "::"):
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise DataError(ratings, f"line {n}: expected 'user::item::rating::timestamp'")
+        rows.append((parts[0].strip(), parts[1].strip(), int(parts[3]), n))
     meta = {}
-    with open(movies, encoding="latin-1") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\r\n").split("::")
-            if len(parts) != 3 or not parts[0].strip().isdigit():
-                raise DataError(movies, f"line {n}: expected 'item::title::genres'")
-            genres = parts[2].replace("|", ", ")
-            meta[parts[0].strip()] = {"title": parts[1].strip(), "description": "Genres: " + genres, "categories": genres}
-    items, users, seqs = _sequences(rows, str(ratings))
-    missing = [it for it in items if it not in meta]
-    if missing:
-        raise DataError(movies, f"no entry for item {missing[0]} (and {len(missing) - 1} more) used in ratings.dat")
-    return Dataset("ml-1m", items, users, seqs, [meta[it] for it in items], source=f"ml-1m:{path}")
+    for n, parts in _fields(movies, "::"):
+        if len(parts) != 3 or not parts[0].strip().isdigit():
+            raise DataError(movies, f"line {n}: expected 'item::title::genres'")
+        genres = parts[2].replace("|", ", ")
+        meta[parts[0].strip()] = {"title": parts[1].strip(), "description": "Genres: " + genres, "categories": genres}
+    return _dataset("ml-1m", path, rows, meta, ratings, movies)
