@@ -17,8 +17,7 @@ import torch
 from accelerate.utils import set_seed
 from transformers import get_cosine_schedule_with_warmup
 
-from bench.backbones import CodeTrie, make_backbone
-from bench.backbones.base import EOS
+from bench.backbones import make_backbone
 from bench.cli import user_errors
 from bench.config import preset_config
 from bench.datasets import leave_one_out, load_dataset
@@ -105,7 +104,7 @@ def run_gpu_check(o: GpuCheckOptions, log: Callable[[str], None] = print) -> dic
     accelerator.free_memory()
 
     users = split.test.subset(np.arange(min(o.users, len(split.test))))
-    trie = CodeTrie.build(backbone.item_sequences(), EOS).to(device)
+    trie = backbone.trie()
     evaluate(backbone, trie, split.test.subset(np.arange(min(len(split.test), recipe.eval_batch_size))), recipe)  # warm-up
     _reset_peak(device)
     start = time.perf_counter()

@@ -361,8 +361,7 @@ def measure_tokenizer(report: PerfReport, data: Any, split: Any, o: PerfOptions,
 
 
 def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
-    from bench.backbones import CodeTrie, T5Backbone
-    from bench.backbones.base import EOS
+    from bench.backbones import T5Backbone
     from bench.config import preset_config
     from bench.datasets import leave_one_out, load_dataset
     from bench.runner import resolve_device
@@ -382,7 +381,7 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
     tok = make_tokenizer(o.tokenizer)
     tok.fit(FitContext(data, split, o.seed, device=str(device), log=lambda m: None))
     backbone = T5Backbone(tok, config.t5).to(device)
-    trie = CodeTrie.build(backbone.item_sequences(), EOS).to(device)
+    trie = backbone.trie()
     pick = np.sort(np.random.default_rng(o.seed).choice(len(split.test), min(o.users, len(split.test)), replace=False))
     users = split.test.subset(pick)
     report.context = {"options": asdict(o), "device": str(device), "n_items": data.n_items, "n_users": data.n_users,

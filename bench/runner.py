@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
-from bench.backbones import make_backbone
+from bench.backbones import check_backbone_spec, make_backbone
 from bench.config import KS, RunConfig, sasrec_options
 from bench.datasets import Dataset, Samples, Split, leave_one_out, load_dataset
 from bench.errors import BenchError
@@ -88,6 +88,11 @@ class Embeddings:
             self._text = text_embeddings(self.data, model=self.config.embedding_model, device=str(self.device))
             self.seconds["text_embeddings"] = time.perf_counter() - start
         return self._text
+
+    def context(self, seed: int) -> FitContext:
+        """What a tokenizer fits on, with these embeddings behind its lazy accessors."""
+        return FitContext(self.data, self.split, seed, str(self.device), text_embeddings=self.text,
+                          cf_embeddings=lambda: self.cf(seed), log=self.log)
 
     def cf(self, seed: int) -> np.ndarray:
         if seed not in self._cf:
@@ -189,11 +194,7 @@ class Run:
 
     def _check_inputs(self) -> None:
         """Input that would otherwise fail only after the results folder exists."""
-        name, _, arg = self.config.backbone.partition(":")
-        if name not in ("t5", "causal") or (name == "t5" and arg) or (name == "causal" and not arg):
-            from bench.backbones import BACKBONES
-
-            raise BenchError(f"--backbone {self.config.backbone!r}: unknown or malformed (known: {', '.join(BACKBONES)})")
+        check_backbone_spec(self.config.backbone)
         for name, options in self.config.tokenizer_options.items():  # --set NAME.x=... of tokenizers not run too
             if name in TOKENIZERS:
                 make_options(TOKENIZERS[name].Options, options, name)
@@ -315,9 +316,7 @@ class Run:
             tokenizer.load(codes_path, self.data.item_ids)
         else:
             before = dict(self.embeddings.seconds)
-            ctx = FitContext(self.data, self.split, seed, str(self.device), text_embeddings=self.embeddings.text,
-                             cf_embeddings=lambda: self.embeddings.cf(seed), log=self.log)
-            tokenizer.fit(ctx)
+            tokenizer.fit(self.embeddings.context(seed))
             tokenizer.save(codes_path, self.data.item_ids)
             for key, value in self.embeddings.seconds.items():
                 if key not in before:
@@ -333,10 +332,7 @@ class Run:
                        accelerator=self.accelerator, checkpoint=unit / CHECKPOINT)
         timings["train"] = result.seconds
         start = time.perf_counter()
-        from bench.backbones import CodeTrie
-        from bench.backbones.base import EOS
-
-        trie = CodeTrie.build(backbone.item_sequences(), EOS).to(self.device)
+        trie = backbone.trie()
         rankings, invalid = {}, 0
         for name, samples in self._splits():
             ranked = evaluate(backbone, trie, samples, recipe, desc=f"{label} {name}", accelerator=self.accelerator)
@@ -414,8 +410,7 @@ def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], 
     embeddings = Embeddings(data, split, config, device, log)
     tokenizer = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {}))
     set_seed(seed)
-    tokenizer.fit(FitContext(data, split, seed, str(device), text_embeddings=embeddings.text,
-                             cf_embeddings=lambda: embeddings.cf(seed), log=log))
+    tokenizer.fit(embeddings.context(seed))
     return tokenizer, data
 
 

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from bench.backbones import Backbone, CodeTrie, Ranked, beam_search
-from bench.backbones.base import EOS
 from bench.config import KS, Recipe
 from bench.datasets import Samples
 from bench.errors import BenchError
@@ -148,7 +147,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
     accelerator = accelerator or make_accelerator(backbone.device)
     main, n = accelerator.is_main_process, accelerator.num_processes
     rng = np.random.default_rng(seed)
-    trie = CodeTrie.build(backbone.item_sequences(), EOS).to(backbone.device)
+    trie = backbone.trie()
     valid = valid_subset(valid_samples, recipe.valid_users, seed)
     # the schedule counts batches over all processes, padding included (see `shard`)
     per_epoch = min(len(train_samples), recipe.samples_per_epoch or len(train_samples))

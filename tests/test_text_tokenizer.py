@@ -12,7 +12,7 @@ from bench.config import PRESETS
 from bench.datasets import Dataset, leave_one_out
 from bench.errors import BenchError, DataError
 from bench.tokenizers import TOKENIZERS, FitContext, make_tokenizer, parse_tokenizer_list
-from bench.tokenizers.text import PRESET_OPTIONS, SEPARATOR
+from bench.tokenizers.text import PRESET_OPTIONS, SEPARATOR, TextTokenizer
 
 RINGS = "The Lord of the Rings: The Return of the King, Extended Edition"
 TITLES = [
@@ -42,7 +42,7 @@ def _data(titles=TITLES, item_text=None) -> Dataset:
                    item_text=item_text or [{"title": t} for t in titles], source="test")
 
 
-def _fit(data: Dataset, **options) -> "TextTokenizer":  # noqa: F821
+def _fit(data: Dataset, **options) -> TextTokenizer:
     tok = make_tokenizer("text", {"vocab_size": 300, "max_length": 8, "min_frequency": 1, **options})
     tok.fit(FitContext(data, leave_one_out(data), 0, log=lambda m: None))
     return tok

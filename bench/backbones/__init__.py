@@ -14,19 +14,25 @@ from bench.tokenizers.base import Tokenizer
 BACKBONES = ("t5", "causal:SPEC")
 
 
-def make_backbone(spec: str, tokenizer: Tokenizer, config: RunConfig) -> Backbone:
+def check_backbone_spec(spec: str) -> tuple[str, str]:
+    """(name, argument) of a valid spec; one-line error otherwise (checked before a run starts)."""
     name, _, arg = spec.partition(":")
+    if name == "t5" and arg:
+        raise BenchError(f"--backbone {spec!r}: t5 takes no argument")
+    if name == "causal" and not arg:
+        raise BenchError("--backbone causal needs a model: causal:tiny-llama, causal:NAME or causal:PATH")
+    if name not in ("t5", "causal"):
+        raise BenchError(f"--backbone {spec!r}: unknown or malformed (known: {', '.join(BACKBONES)})")
+    return name, arg
+
+
+def make_backbone(spec: str, tokenizer: Tokenizer, config: RunConfig) -> Backbone:
+    name, arg = check_backbone_spec(spec)
     if name == "t5":
-        if arg:
-            raise BenchError(f"backbone t5 takes no argument (got {spec!r})")
         return T5Backbone(tokenizer, config.t5)
-    if name == "causal":
-        if not arg:
-            raise BenchError("backbone causal needs a model: causal:tiny-llama, causal:NAME or causal:PATH")
-        from bench.backbones.causal import CausalBackbone
+    from bench.backbones.causal import CausalBackbone
 
-        return CausalBackbone(tokenizer, arg, config.causal)
-    raise BenchError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
+    return CausalBackbone(tokenizer, arg, config.causal)
 
 
-__all__ = ["BACKBONES", "Backbone", "CodeTrie", "Ranked", "T5Backbone", "beam_search", "exact_scores", "make_backbone"]
+__all__ = ["BACKBONES", "Backbone", "check_backbone_spec", "CodeTrie", "Ranked", "T5Backbone", "beam_search", "exact_scores", "make_backbone"]

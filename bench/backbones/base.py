@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.backbones.trie import CodeTrie
 from bench.tokenizers.base import Tokenizer
 
 PAD, EOS = 0, 1
@@ -31,8 +32,15 @@ class Backbone(nn.Module, ABC):
         return N_SPECIAL
 
     def item_sequences(self) -> list[tuple[int, ...]]:
-        """Each item's code in model ids (the trie is built from these)."""
-        return [tuple(t + self.offset for t in code) for code in self.tokenizer.codes]
+        """Each item's code in model ids (the trie is built from these); computed once, since
+        a fitted tokenizer's codes do not change."""
+        if not hasattr(self, "_item_sequences"):
+            self._item_sequences = [tuple(t + self.offset for t in code) for code in self.tokenizer.codes]
+        return self._item_sequences
+
+    def trie(self) -> CodeTrie:
+        """Every item's code + EOS as a trie on the model's device: what decoding may emit."""
+        return CodeTrie.build(self.item_sequences(), EOS).to(next(self.parameters()).device)
 
     def history_ids(self, history: list[int]) -> list[int]:
         return [t + self.offset for item in history for t in self.tokenizer.history_tokens(item)]

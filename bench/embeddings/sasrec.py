@@ -28,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -292,18 +292,11 @@ def load_or_train_sasrec(
     return model
 
 
-def cf_embeddings(
-    data: Dataset,
-    split: Split,
-    options: Options = Options(),
-    seed: int = 0,
-    device: str = "cpu",
-    cache_dir: Path | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> np.ndarray:
+def cf_embeddings(data: Dataset, split: Split, options: Options = Options(), seed: int = 0,
+                  **train_options: Any) -> np.ndarray:
     """[n_items, d] float32: the data set's own CF embeddings (LETTER's X-32d-sasrec.pt,
-    shape-checked by the loader) when present, else a SASRec's item table."""
+    shape-checked by the loader) when present, else the item table of `load_or_train_sasrec`
+    (`train_options`: its device, cache_dir, progress, log)."""
     if data.cf_embeddings is not None:
         return np.asarray(data.cf_embeddings, dtype=np.float32)
-    return load_or_train_sasrec(data, split, options, seed, device, cache_dir, progress, log).item_embeddings()
+    return load_or_train_sasrec(data, split, options, seed, **train_options).item_embeddings()

@@ -13,6 +13,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,19 +46,9 @@ class TextEmbeddings:
         return int(self.vectors.shape[1])
 
 
-def text_embeddings(
-    data: Dataset,
-    model: str | None = None,
-    fields: tuple[str, ...] | list[str] = DEFAULT_FIELDS,
-    batch_size: int = 64,
-    device: str = "cpu",
-    cache_dir: Path | None = None,
-    pooling: str = "mean",
-    max_length: int = 512,
-    progress: bool = True,
-) -> np.ndarray:
-    """[n_items, d] float32; see `encode_items` for the metadata."""
-    return encode_items(data, model, fields, batch_size, device, cache_dir, pooling, max_length, progress).vectors
+def text_embeddings(data: Dataset, **options: Any) -> np.ndarray:
+    """[n_items, d] float32: `encode_items(data, **options).vectors`."""
+    return encode_items(data, **options).vectors
 
 
 def encode_items(
