@@ -261,7 +261,7 @@ def plot_cmd(run_dir: Path) -> None:
 @click.option("--size", default="paper", show_default=True, help="T5 size of this preset: quick, cpu, paper.")
 @click.option("--users", type=int, default=None, help="Test users decoded per repeat [1000; --quick 64].")
 @click.option("--hf-users", type=int, default=None, help="Of those, decoded by transformers' generate too [100; --quick 8].")
-@click.option("--steps", type=int, default=None, help="Timed training steps per repeat [20; --quick 3].")
+@click.option("--steps", type=int, default=None, help="Timed training steps, the same batches each repeat [40; --quick 3].")
 @click.option("--pretrain-steps", type=int, default=None, help="Training steps before decoding [50; --quick 0].")
 @click.option("--repeats", type=int, default=None, help="Repeats per measurement [3; --quick 1].")
 @click.option("--letter-epochs", type=int, default=None, help="LETTER epochs timed [3; --quick 1].")

@@ -34,7 +34,7 @@ class PerfOptions:
     hf_users: int = 100  # the first hf_users of those, also decoded by transformers' generate
     beam: int = 20
     eval_batch_size: int = 0  # 0 = the recipe's
-    steps: int = 20  # timed training steps per repeat
+    steps: int = 40  # timed training steps (the same batches in every repeat)
     batch_size: int = 256
     pretrain_steps: int = 50  # training steps before decoding, so the distribution is not flat
     repeats: int = 3
@@ -221,9 +221,8 @@ def _train_step(backbone: Any, samples: Any, idx: np.ndarray, optimizer: torch.o
 
 
 def train_flops(backbone: Any, samples: Any, batches: list[np.ndarray], recipe: Any) -> float:
-    """FLOPs of forward + backward of these batches (each repeat's batches have the same
-    number of samples, so the first repeat's count stands for all) (torch's FlopCounterMode; the optimizer's
-    elementwise work is not counted)."""
+    """FLOPs of forward + backward of these batches, the ones every repeat times (torch's
+    FlopCounterMode; the optimizer's elementwise work is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from bench.training import _autocast
@@ -244,7 +243,9 @@ def measure_training(report: PerfReport, backbone: Any, split: Any, recipe: Any,
 
     rng = np.random.default_rng(o.seed)
     all_batches = [b for b in batches(split.train, o.batch_size, rng) if len(b) == o.batch_size]
-    need = o.steps * o.repeats + 2
+    # the same batches in every repeat, so repeats differ only by the machine's noise (batches
+    # of a bucketed epoch differ in length, and so in cost, several-fold)
+    need = o.steps + 2
     timed_batches = (all_batches * math.ceil(need / max(1, len(all_batches))))[:need]
     state = {k: v.clone() for k, v in backbone.state_dict().items()}
     from bench.training import make_accelerator
@@ -258,7 +259,7 @@ def measure_training(report: PerfReport, backbone: Any, split: Any, recipe: Any,
             _train_step(backbone, split.train, idx, optimizer, recipe, accelerator, scheduler)
         rates, seconds = [], []
         for r in range(o.repeats):
-            chunk = timed_batches[2 + r * o.steps: 2 + (r + 1) * o.steps]
+            chunk = timed_batches[2:]
             s, _ = timed(lambda: [_train_step(backbone, split.train, idx, optimizer, recipe, accelerator, scheduler) for idx in chunk], device)
             seconds.append(s)
             rates.append(sum(len(i) for i in chunk) / s)
