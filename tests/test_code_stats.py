@@ -92,9 +92,12 @@ def test_run_code_stats_reads_every_codes_file(tmp_path):
     (tmp_path / "codes").mkdir()
     (tmp_path / "codes" / "letter-seed0.index.json").write_text(json.dumps(INDEX))
     (tmp_path / "codes" / "id-seed1.index.json").write_text(json.dumps({"a": ["<item_0>"], "b": ["<item_1>"]}))
+    (tmp_path / "codes" / "letter-seed0.index.state.json").write_text(json.dumps({"n_collisions": 2, "vocab": []}))
     frame = run_code_stats(tmp_path)
     assert frame[["tokenizer", "seed"]].drop_duplicates().values.tolist() == [["id", 1], ["letter", 0]]
     assert len(frame) == 3
+    before = frame.groupby("tokenizer")["collisions_before_unique"].first()
+    assert before["letter"] == 2 and np.isnan(before["id"])  # no saved state: unknown, not 0
 
 
 def test_cli_prints_json_and_table(tmp_path):

@@ -102,7 +102,7 @@ def level_stats(counts: np.ndarray) -> dict[str, Any]:
     size = int(len(counts))
     total = counts.sum()
     p = counts[counts > 0] / total if total else np.array([])
-    entropy = float(-(p * np.log(p)).sum()) if len(p) else 0.0
+    entropy = max(0.0, float(-(p * np.log(p)).sum())) if len(p) else 0.0  # never "-0.000"
     return {
         "codebook_size": size,
         "used": int((counts > 0).sum()),
@@ -168,13 +168,26 @@ def code_files(run_dir: Path) -> list[tuple[str, int, Path]]:
     return found
 
 
+def _saved_state(index_path: Path) -> dict[str, Any]:
+    """The tokenizer state a run saves beside its index.json ({} when absent or unreadable)."""
+    try:
+        state = json.loads(Path(index_path).with_suffix(".state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
 def saved_codebook_sizes(index_path: Path) -> list[int] | None:
     """Codebook sizes from the tokenizer state saved beside a run's index.json, if any."""
-    state = Path(index_path).with_suffix(".state.json")
-    try:
-        return vocab_codebook_sizes(json.loads(state.read_text())["vocab"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    vocab = _saved_state(index_path).get("vocab")
+    return vocab_codebook_sizes(vocab) if isinstance(vocab, list) else None
+
+
+def saved_collisions(index_path: Path) -> float:
+    """Items sharing a semantic code before the tokenizer made codes unique (TIGER's 4th
+    level, a `suffix` token): n_items - distinct codes; NaN when no state was saved."""
+    value = _saved_state(index_path).get("n_collisions")
+    return float(value) if isinstance(value, int) else math.nan
 
 
 def run_code_stats(run_dir: Path) -> pd.DataFrame:
@@ -182,11 +195,12 @@ def run_code_stats(run_dir: Path) -> pd.DataFrame:
     frames = []
     for tokenizer, seed, path in code_files(run_dir):
         frame = stats_frame(code_stats(load_index(path), saved_codebook_sizes(path)))
+        frame["collisions_before_unique"] = saved_collisions(path)
         frame.insert(0, "seed", seed)
         frame.insert(0, "tokenizer", tokenizer)
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS])
+        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS, "collisions_before_unique"])
     return pd.concat(frames, ignore_index=True).sort_values(["tokenizer", "seed", "level"], kind="stable",
                                                            ignore_index=True)
 

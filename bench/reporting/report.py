@@ -220,10 +220,13 @@ def code_section(stats: pd.DataFrame | None) -> list[str]:
         "distinct codes": collisions["n_unique"], "colliding items": collisions["n_items"] - collisions["n_unique"],
         "collision rate": collisions["collision_rate"].map(lambda v: f"{100 * v:.2f}%"),
         "largest group": collisions["max_group"],
+        "colliding before made unique": collisions["collisions_before_unique"].map(
+            lambda v: "" if pd.isna(v) else str(int(v))),
     })
     return ["## Code statistics", "",
             "Per level (first seed; text and ID tokens: levels are positions, the codebook is the tokens seen):", "",
-            md_table(levels), "", "Items sharing a whole code:", "", md_table(whole), ""]
+            md_table(levels), "", "Items sharing a whole code (as decoded; the last column counts items that shared a "
+            "semantic code before the tokenizer numbered them apart, e.g. TIGER's 4th level):", "", md_table(whole), ""]
 
 
 def timing_section(timings: pd.DataFrame | None) -> list[str]:
