@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -99,7 +100,13 @@ def run_cmd(tokenizers: str, reference: str | None, dataset: str, preset: str, b
     config = preset_config(preset, parse_overrides(sets, backbone, lora), dataset=dataset, tokenizers=specs, explicit_tokenizers=explicit,
                            seeds=parse_seeds(seeds), backbone=backbone, device=device, out=out, reference=reference)
     path = run(config, log=lambda msg: click.echo(msg, err=True))
-    click.echo(f"results: {path}")
+    echo_result(path)
+
+
+def echo_result(path: object) -> None:
+    """The results line, once: under `accelerate launch` only process 0 prints it."""
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"results: {path}")
 
 
 @main.command("ablate")
@@ -119,7 +126,7 @@ def ablate_cmd(tokenizer: str, dataset: str, preset: str, backbone: str, lora: b
     if not out:
         config.out = str(default_out(config)) + "-ablate-letter"
     path = run(config, log=lambda msg: click.echo(msg, err=True))
-    click.echo(f"results: {path}")
+    echo_result(path)
 
 
 @main.command("tokenizers")

@@ -61,3 +61,14 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path: Path):
     assert int(two["processes"]) == 2
     assert np.array_equal(two["items"], one.items)
     assert np.array_equal(two["scores"], one.scores)
+
+
+def test_results_line_is_printed_by_process_zero_only(monkeypatch, capsys):
+    from bench.cli import echo_result
+
+    monkeypatch.setenv("RANK", "1")
+    echo_result("results/x")
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    echo_result("results/x")
+    assert capsys.readouterr().out == "results: results/x\n"

@@ -134,3 +134,17 @@ def test_bad_files_are_data_errors(tmp_path):
     (run / "config.json").write_text("[")
     with pytest.raises(DataError, match="config.json"):
         build_plots(run)
+
+
+def test_ablation_table_lists_variants_in_order_against_the_full_model(tmp_path):
+    run = make_run(tmp_path, ablation=True)
+    config = json.loads((run / "config.json").read_text())
+    config["ablation"] = {"letter": "full", "id": "no alpha"}  # the full model first
+    (run / "config.json").write_text(json.dumps(config))
+    text = build_report(run, FAST).read_text()
+    section = text.split("## Ablation")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| letter", "| id"]
+    sig = pd.read_csv(run / "significance.csv")
+    hit = sig[(sig["tokenizer"] == "id") & (sig["metric"] == "ndcg") & (sig["k"] == 10) & (sig["split"] == "test")].iloc[0]
+    assert f"{100 * hit['rel_diff']:+.1f}%" in rows[1] and "no alpha" in rows[1]

@@ -167,23 +167,30 @@ def effect_matrix(sig: pd.DataFrame | None, path: Path) -> Path | None:
 
 def ablation_bars(metrics: pd.DataFrame | None, path: Path, split: str = "test",
                   measures: tuple[tuple[str, int], ...] = (("recall", 10), ("ndcg", 10))) -> Path | None:
-    """Test metrics per ablation variant (a `variant` column), mean +/- std over seeds."""
+    """One horizontal bar per ablation variant (a `variant` column, in the frame's order, the
+    full model first) and one panel per measure, mean +/- sd over seeds; a dashed line marks
+    the full model so each loss's contribution reads as a distance from it."""
     if metrics is None or metrics.empty or "variant" not in metrics.columns:
         return None
-    keep = pd.Series(False, index=metrics.index)
+    order = list(dict.fromkeys(metrics["variant"]))
+    panels = []
     for metric, k in measures:
-        keep |= (metrics["metric"] == metric) & (metrics["k"] == k)
-    data = metrics[keep & (metrics["split"] == split)].copy()
-    if data.empty:
+        part = metrics[(metrics["metric"] == metric) & (metrics["k"] == k) & (metrics["split"] == split)]
+        if not part.empty:
+            panels.append((_label(metric, k), part))
+    if not panels:
         return None
     _style()
-    data["measure"] = [_label(m, k) for m, k in zip(data["metric"], data["k"])]
-    fig, ax = plt.subplots(figsize=(1.2 * data["variant"].nunique() + 4, 4.5))
-    hue_order = [m for m in (_label(m, k) for m, k in measures) if m in set(data["measure"])]
-    sns.barplot(data, x="variant", y="value", hue="measure", hue_order=hue_order, errorbar="sd", capsize=0.1, ax=ax)
-    ax.set_xlabel("variant")
-    ax.set_ylabel(f"value ({split}, mean ± sd over seeds)")
-    ax.set_title("Ablation")
-    ax.tick_params(axis="x", rotation=20)
-    ax.legend(title="metric")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 3, 0.55 * len(order) + 1.5), sharey=True,
+                             squeeze=False)
+    for ax, (name, part) in zip(axes[0], panels):
+        sns.barplot(part, y="variant", x="value", order=order, errorbar="sd", capsize=0.2, color="#4c72b0", ax=ax)
+        full = part[part["variant"] == order[0]]["value"].mean()
+        ax.axvline(full, color="black", linestyle="--", linewidth=1)
+        ax.bar_label(ax.containers[0], fmt="%.3f", padding=4, fontsize=8)
+        ax.set_xlim(0, part["value"].max() * 1.18)
+        ax.set_xlabel(f"{name} ({split}, mean ± sd over seeds)")
+        ax.set_ylabel("")
+        ax.set_title(name)
+    fig.suptitle("LETTER ablation (dashed line: full model)")
     return _save(fig, path)

@@ -102,8 +102,10 @@ def ablation_frame(config: dict[str, Any], metrics: pd.DataFrame) -> pd.DataFram
         return None
     frame = metrics[~metrics["tokenizer"].isin(REFERENCE_ROWS)].copy()
     names = ablation if isinstance(ablation, dict) else {}
-    frame["variant"] = [str(names.get(t, t)) for t in frame["tokenizer"]]
-    return frame
+    frame["variant"] = [f"{t}: {names[t]}" if t in names else str(t) for t in frame["tokenizer"]]
+    rank = {label: i for i, label in enumerate(names)}  # the ablation's own order, full model first
+    frame["_order"] = [rank.get(t, len(rank)) for t in frame["tokenizer"]]
+    return frame.sort_values("_order", kind="stable").drop(columns="_order")
 
 
 def build_plots(run_dir: Path) -> list[Path]:
@@ -203,6 +205,31 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
     return lines
 
 
+def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, split: str = "test") -> list[str]:
+    """One row per ablation variant: what it removes, Recall@10 and NDCG@10, and the change
+    against the full model with its Holm-corrected p-value."""
+    names = config.get("ablation")
+    if not isinstance(names, dict) or not names or sig is None or sig.empty:
+        return []
+    data = sig[sig["split"] == split]
+    ref = str(data["reference"].iloc[0]) if not data.empty else ""
+    rows = []
+    for label, what in names.items():
+        row = {"variant": label, "what it changes": what}
+        for metric in ("recall", "ndcg"):
+            hit = data[(data["tokenizer"] == label) & (data["metric"] == metric) & (data["k"] == 10)]
+            if hit.empty:
+                continue
+            r = hit.iloc[0]
+            row[_label(metric, 10)] = _num(r["mean"])
+            if label != ref:
+                row[f"{_label(metric, 10)} vs {ref}"] = (f"{100 * r['rel_diff']:+.1f}% (p {_p(r['p_holm'])})"
+                                                        if not pd.isna(r["rel_diff"]) else "")
+        rows.append(row)
+    return ["## Ablation", "", f"Each variant against **{ref}** ({split} split; relative difference, Holm-corrected "
+            "paired t-test p-value):", "", md_table(pd.DataFrame(rows).fillna("")), ""]
+
+
 def code_section(stats: pd.DataFrame | None) -> list[str]:
     if stats is None or stats.empty:
         return []
@@ -267,6 +294,7 @@ def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, si
     lines = [f"# Run {config.get('run', Path(run_dir).name)}", ""]
     lines += config_section(config)
     lines += metrics_section(sig, seed_summary(metrics))
+    lines += ablation_section(config, sig)
     lines += code_section(stats)
     if plot_files:
         lines += ["## Plots", ""]
