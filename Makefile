@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	# one resolver pass; no byte-compiling of every installed file (Python compiles on import)
+	$(BIN)/pip install -q --no-compile $(TORCH) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
