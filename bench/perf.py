@@ -258,12 +258,12 @@ def measure_training(report: PerfReport, backbone: Any, split: Any, recipe: Any,
         for idx in timed_batches[:2]:  # warm-up
             _train_step(backbone, split.train, idx, optimizer, recipe, accelerator, scheduler)
         rates, seconds = [], []
-        for r in range(o.repeats):
-            chunk = timed_batches[2:]
-            s, _ = timed(lambda: [_train_step(backbone, split.train, idx, optimizer, recipe, accelerator, scheduler) for idx in chunk], device)
+        timed_part = timed_batches[2:]
+        for _repeat in range(o.repeats):
+            s, _ = timed(lambda: [_train_step(backbone, split.train, idx, optimizer, recipe, accelerator, scheduler) for idx in timed_part], device)
             seconds.append(s)
-            rates.append(sum(len(i) for i in chunk) / s)
-    flops = train_flops(backbone, split.train, timed_batches[2: 2 + o.steps], recipe)
+            rates.append(sum(len(i) for i in timed_part) / s)
+    flops = train_flops(backbone, split.train, timed_part, recipe)
     backbone.load_state_dict(state)
     report.add("train", f"samples/s {label}", rates, "samples/s", f"batch {o.batch_size}, collate+fwd+bwd+AdamW")
     report.add("train", f"GFLOP/s {label}", [flops / s / 1e9 for s in seconds], "GFLOP/s", f"{flops / (o.steps * o.batch_size) / 1e9:.3f} GFLOP/sample (fwd+bwd)")

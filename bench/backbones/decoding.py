@@ -44,7 +44,7 @@ def beam_search(backbone: Backbone, trie: CodeTrie, histories: list[list[int]], 
             logp = backbone.step(state, tokens, parents)  # [n, V]
         vocab = logp.shape[1]
         # finished and dead rows expand nothing (at the first step all but one beam per user
-        # are dead: on a 12k-item ID catalogue expanding them was 95% of the decoding time)
+        # are dead: on a 12k-item ID catalogue expanding them made decoding 3.5x slower)
         rows, edges = trie.edges(torch.where(live, nodes, torch.full_like(nodes, -1)))
         cand = torch.full((n, vocab), float("-inf"), device=device)
         child = torch.full((n, vocab), -1, dtype=torch.long, device=device)
