@@ -276,6 +276,8 @@ def plot_cmd(run_dir: Path) -> None:
 @click.option("--eval-batch-size", type=int, default=0, show_default=True, help="Users per beam-search batch (0 = the recipe's).")
 @click.option("--beam", type=int, default=20, show_default=True)
 @click.option("--threads", default="1", show_default=True, help="Comma list of torch thread counts to measure, e.g. 1,2.")
+@click.option("--input-budgets", default="0", show_default=True,
+              help="Comma list of history budgets in tokens (recipe.max_input_tokens; 0 = none), training timed at each.")
 @click.option("--parts", default="eval,hf,train,tokenizer", show_default=True, help="Which parts to measure.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda")
 @click.option("--quick", is_flag=True, help="Short version for smoke tests (few users and steps, one repeat).")

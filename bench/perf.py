@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from bench.errors import BenchError
 from bench.options import check
 
 DEFAULT_DATASET = "letter:../shared/data/letter/Instruments"
@@ -40,6 +41,7 @@ class PerfOptions:
     repeats: int = 3
     threads: str = "1"  # comma list of torch thread counts, each measured in the same run
     letter_epochs: int = 3
+    input_budgets: str = "0"  # comma list of recipe.max_input_tokens values, training timed at each
     parts: str = ",".join(PARTS)
     seed: int = 0
     device: str = "auto"
@@ -51,10 +53,18 @@ class PerfOptions:
               "hf_users, pretrain_steps, eval_batch_size must be >= 0")
         check(all(p in PARTS for p in self.part_list), f"parts must be a comma list of {', '.join(PARTS)}")
         check(all(t > 0 for t in self.thread_list), "threads must be a comma list of positive integers")
+        check(all(b >= 0 for b in self.budget_list), "input_budgets must be a comma list of integers >= 0")
 
     @property
     def part_list(self) -> list[str]:
         return [p.strip() for p in self.parts.split(",") if p.strip()]
+
+    @property
+    def budget_list(self) -> list[int]:
+        try:
+            return [int(b) for b in self.input_budgets.split(",") if b.strip()]
+        except ValueError:
+            raise BenchError(f"input_budgets must be a comma list of integers, not {self.input_budgets!r}") from None
 
     @property
     def thread_list(self) -> list[int]:
@@ -421,8 +431,12 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
             hf_users = users.subset(np.arange(min(o.hf_users, len(users))))
             measure_hf(report, backbone, trie, hf_users, ours, ours_rate, recipe, o, device, label, memory)
         if "train" in parts:
-            log(f"perf: {label} training")
-            measure_training(report, backbone, split, recipe, o, device, label, memory)
+            for budget in o.budget_list:  # side by side, so their ratio is free of machine drift
+                backbone.max_input_tokens = budget
+                tag = label if o.budget_list == [0] else f"{label} [input budget {budget or 'none'}]"
+                log(f"perf: {tag} training")
+                measure_training(report, backbone, split, recipe, o, device, tag, memory)
+            backbone.max_input_tokens = 0
     if "tokenizer" in parts:
         if device.type == "cpu":
             torch.set_num_threads(threads[0])

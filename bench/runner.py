@@ -327,7 +327,7 @@ class Run:
                  f"{tokenizer.n_collisions} collisions")
 
         set_seed(seed)
-        backbone = make_backbone(self.config.backbone, tokenizer, self.config).to(self.device)
+        backbone = make_backbone(self.config.backbone, tokenizer, self.config, recipe.max_input_tokens).to(self.device)
         result = train(backbone, self.split.train, self.split.valid, recipe, seed, self.log, desc=label,
                        accelerator=self.accelerator, checkpoint=unit / CHECKPOINT)
         timings["train"] = result.seconds

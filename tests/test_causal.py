@@ -104,6 +104,15 @@ def test_loss_is_on_the_response_only_unless_train_prompt(data):
     assert torch.isfinite(_causal(tok, train_prompt=True).loss(both))
 
 
+def test_input_budget_shortens_the_prompt_to_recent_items(data):
+    tok = _fitted("id", data, None)
+    backbone = _causal(tok)
+    recent = backbone.prompt([2, 3])
+    assert backbone.prompt([1, 2, 3]) != recent
+    backbone.max_input_tokens = 2  # one token per id item: the last two items
+    assert backbone.prompt([1, 2, 3]) == recent
+
+
 def _save_pretrained(folder, with_eos=True):
     words = ["<pad>", "<s>", "<unk>", *([w for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(PROMPT_HEAD)]),
              "What", "would", "the", "user", "interact", "with", "next", "?", "Response", ":", ",", "hello"]

@@ -24,6 +24,19 @@ def test_perf_quick_prints_every_row(tmp_path):
     assert "top-20 lists identical" in out.read_text()
 
 
+def test_perf_times_training_at_each_input_budget():
+    result = CliRunner().invoke(main, ["perf", "--quick", "--dataset", "synthetic", "--tokenizer", "text", "--size", "quick",
+                                       "--parts", "train", "--batch-size", "8", "--steps", "1", "--input-budgets", "0,20"])
+    assert result.exit_code == 0, result.output
+    assert "samples/s [1 thr] [input budget none]" in result.output
+    assert "samples/s [1 thr] [input budget 20]" in result.output
+
+
+def test_perf_rejects_bad_input_budgets():
+    result = CliRunner().invoke(main, ["perf", "--input-budgets", "0,x"])
+    assert result.exit_code == 2 and "input_budgets" in result.output
+
+
 def test_perf_rejects_unknown_part():
     result = CliRunner().invoke(main, ["perf", "--parts", "eval,nope"])
     assert result.exit_code == 2 and "parts" in result.output

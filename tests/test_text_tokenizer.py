@@ -96,6 +96,34 @@ def test_histories_separate_items(tok, tiny_t5):
     assert all(sep not in seq for seq in backbone.item_sequences())  # targets carry no separator
 
 
+def test_input_budget_keeps_the_most_recent_whole_items(tok, tiny_t5):
+    backbone = T5Backbone(tok, tiny_t5)
+    history = [0, 5, 1, 3]
+    sizes = [len(tok.history_tokens(i)) for i in history]
+    assert backbone.history_ids(history) == [t + backbone.offset for i in history for t in tok.history_tokens(i)]
+    backbone.max_input_tokens = sizes[-1] + sizes[-2]  # exactly the last two items
+    assert backbone.recent_history(history) == [1, 3]
+    assert backbone.history_ids(history) == [t + backbone.offset for i in [1, 3] for t in tok.history_tokens(i)]
+    backbone.max_input_tokens = sizes[-1] + sizes[-2] - 1  # one token short of two items: no partial item
+    assert backbone.recent_history(history) == [3]
+    backbone.max_input_tokens = 1  # smaller than one item: the last item is still read, whole
+    assert backbone.recent_history(history) == [3]
+    backbone.max_input_tokens = sum(sizes)
+    assert backbone.recent_history(history) == history
+
+
+def test_run_config_budget_reaches_the_backbone(tok):
+    from bench.backbones import make_backbone
+    from bench.config import preset_config
+
+    assert preset_config("quick").recipe.max_input_tokens == 0  # no budget unless a preset sets one
+    config = preset_config("quick", {"recipe.max_input_tokens": "12"})
+    assert make_backbone("t5", tok, config).max_input_tokens == 12
+    assert make_backbone("t5", tok, config, max_input_tokens=0).max_input_tokens == 0  # a variant's own
+    with pytest.raises(BenchError, match="max_input_tokens"):
+        preset_config("quick", {"recipe.max_input_tokens": "-1"})
+
+
 def test_constrained_beam_search_is_exhaustive_and_equals_brute_force(tok, tiny_t5):
     torch.manual_seed(0)
     backbone = T5Backbone(tok, tiny_t5).eval()

@@ -26,13 +26,18 @@ def check_backbone_spec(spec: str) -> tuple[str, str]:
     return name, arg
 
 
-def make_backbone(spec: str, tokenizer: Tokenizer, config: RunConfig) -> Backbone:
+def make_backbone(spec: str, tokenizer: Tokenizer, config: RunConfig, max_input_tokens: int | None = None) -> Backbone:
+    """`max_input_tokens`: the history budget; None = the run's recipe's (a variant may set its own)."""
     name, arg = check_backbone_spec(spec)
+    backbone: Backbone
     if name == "t5":
-        return T5Backbone(tokenizer, config.t5)
-    from bench.backbones.causal import CausalBackbone
+        backbone = T5Backbone(tokenizer, config.t5)
+    else:
+        from bench.backbones.causal import CausalBackbone
 
-    return CausalBackbone(tokenizer, arg, config.causal)
+        backbone = CausalBackbone(tokenizer, arg, config.causal)
+    backbone.max_input_tokens = config.recipe.max_input_tokens if max_input_tokens is None else max_input_tokens
+    return backbone
 
 
 __all__ = ["BACKBONES", "Backbone", "check_backbone_spec", "CodeTrie", "Ranked", "T5Backbone", "beam_search", "exact_scores", "make_backbone"]

@@ -26,6 +26,7 @@ class Backbone(nn.Module, ABC):
     def __init__(self, tokenizer: Tokenizer):
         super().__init__()
         self.tokenizer = tokenizer
+        self.max_input_tokens = 0  # the recipe's history budget in item tokens; 0 = no budget
 
     @property
     def offset(self) -> int:
@@ -42,8 +43,22 @@ class Backbone(nn.Module, ABC):
         """Every item's code + EOS as a trie on the model's device: what decoding may emit."""
         return CodeTrie.build(self.item_sequences(), EOS).to(next(self.parameters()).device)
 
+    def recent_history(self, history: list[int]) -> list[int]:
+        """The most recent items whose history tokens fit `max_input_tokens` (whole items;
+        the last item is always kept). Long codes (titles) then see fewer items, and the
+        input length, whose attention cost is quadratic, stays bounded."""
+        if not self.max_input_tokens:
+            return history
+        kept, used = 0, 0
+        for item in reversed(history):
+            used += len(self.tokenizer.history_tokens(item))
+            if kept and used > self.max_input_tokens:
+                break
+            kept += 1
+        return history[len(history) - kept:]
+
     def history_ids(self, history: list[int]) -> list[int]:
-        return [t + self.offset for item in history for t in self.tokenizer.history_tokens(item)]
+        return [t + self.offset for item in self.recent_history(history) for t in self.tokenizer.history_tokens(item)]
 
     @abstractmethod
     def collate(self, histories: list[list[int]], targets: list[int]) -> dict[str, torch.Tensor]: ...

@@ -165,7 +165,7 @@ class CausalBackbone(Backbone):
     # -- prompts ---------------------------------------------------------------------------
     def prompt(self, history: list[int]) -> list[int]:
         ids = list(self.head)
-        for n, item in enumerate(history):
+        for n, item in enumerate(self.recent_history(history)):
             ids += (self.separator if n else []) + self.item_ids[item]
         return ids + self.tail
 
