@@ -10,6 +10,7 @@ from bench.backbones import CodeTrie, T5Backbone, beam_search, exact_scores
 from bench.backbones.base import EOS, PAD
 from bench.config import PRESETS
 from bench.datasets import Dataset, leave_one_out
+from bench.datasets.split import MAX_HISTORY
 from bench.errors import BenchError, DataError
 from bench.tokenizers import TOKENIZERS, FitContext, make_tokenizer, parse_tokenizer_list
 from bench.tokenizers.text import PRESET_OPTIONS, SEPARATOR, TextTokenizer
@@ -117,6 +118,7 @@ def test_run_config_budget_reaches_the_backbone(tok):
     from bench.config import preset_config
 
     assert preset_config("quick").recipe.max_input_tokens == 0  # no budget unless a preset sets one
+    assert preset_config("cpu").recipe.max_input_tokens >= MAX_HISTORY * 5  # never cuts codes of <= 5 tokens
     config = preset_config("quick", {"recipe.max_input_tokens": "12"})
     assert make_backbone("t5", tok, config).max_input_tokens == 12
     assert make_backbone("t5", tok, config, max_input_tokens=0).max_input_tokens == 0  # a variant's own
