@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
-from bench.backbones import check_backbone_spec, make_backbone
+from bench.backbones import Backbone, check_backbone_spec, make_backbone
 from bench.config import KS, RunConfig, sasrec_options
 from bench.datasets import Dataset, Samples, Split, leave_one_out, load_dataset
 from bench.errors import BenchError
@@ -328,6 +328,8 @@ class Run:
 
         set_seed(seed)
         backbone = make_backbone(self.config.backbone, tokenizer, self.config, recipe.max_input_tokens).to(self.device)
+        if recipe.max_input_tokens:
+            self.log(f"{label}: {history_read(backbone, self.split.test.histories)}")
         result = train(backbone, self.split.train, self.split.valid, recipe, seed, self.log, desc=label,
                        accelerator=self.accelerator, checkpoint=unit / CHECKPOINT)
         timings["train"] = result.seconds
@@ -400,6 +402,16 @@ class Run:
                 frames.insert(0, pd.DataFrame([{"tokenizer": "all", "seed": -1, "stage": "data", "seconds": self.data_seconds}]))
             if frames:
                 atomic_write_csv(self.out / name, pd.concat(frames, ignore_index=True))
+
+
+def history_read(backbone: Backbone, histories: list[list[int]]) -> str:
+    """What the history budget leaves the model to read, so its cost in history is visible."""
+    read = [backbone.recent_history(h) for h in histories]
+    items = np.mean([len(r) for r in read]) if read else 0.0
+    tokens = np.mean([sum(len(backbone.tokenizer.history_tokens(i)) for i in r) for r in read]) if read else 0.0
+    available = np.mean([len(h) for h in histories]) if histories else 0.0
+    return (f"reads {items:.1f} of {available:.1f} history items on average ({tokens:.0f} tokens) "
+            f"under max_input_tokens {backbone.max_input_tokens}")
 
 
 def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], None] = print) -> tuple[Tokenizer, Dataset]:

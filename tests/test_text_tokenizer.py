@@ -113,6 +113,15 @@ def test_input_budget_keeps_the_most_recent_whole_items(tok, tiny_t5):
     assert backbone.recent_history(history) == history
 
 
+def test_history_read_reports_items_and_tokens_under_the_budget(tok, tiny_t5):
+    from bench.runner import history_read
+
+    backbone = T5Backbone(tok, tiny_t5)
+    backbone.max_input_tokens = len(tok.history_tokens(3))  # one item of [.., 3]
+    line = history_read(backbone, [[0, 3], [3]])
+    assert line.startswith(f"reads 1.0 of 1.5 history items on average ({len(tok.history_tokens(3))} tokens)")
+
+
 def test_run_config_budget_reaches_the_backbone(tok):
     from bench.backbones import make_backbone
     from bench.config import preset_config
