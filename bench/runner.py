@@ -25,12 +25,12 @@ from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, popularity_ranking, target_ranks, tidy_means
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.options import make_options
+from bench.results import merge_units
 from bench.tokenizers import TOKENIZERS, FitContext, Tokenizer, make_tokenizer
 from bench.training import evaluate, make_accelerator, train
 
 TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
 CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch
-RESULT_FILES = ("metrics.csv", "per_user.csv", "rankings.csv", "history.csv", "timings.csv")
 # settings that must match for a rerun to resume in the same folder
 _RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "tokenizer_options", "sasrec",
                 "embedding_model")
@@ -390,18 +390,7 @@ class Run:
         self.log(f"{label} seed {seed}: test Recall@10 {test.get('recall', float('nan')):.4f}, NDCG@10 {test.get('ndcg', float('nan')):.4f}")
 
     def merge(self) -> None:
-        """Top-level result files from every finished unit of this folder's configuration."""
-        units = sorted(p.parent for p in (self.out / "units").glob("*/done"))
-        wanted = {f"{lbl}-seed{s}" for lbl in ["popularity", "sasrec", *self.resolved["labels"]]
-                  for s in self.resolved["seeds"]}
-        units = [u for u in units if u.name in wanted]
-        for name in RESULT_FILES:
-            frames = [pd.read_csv(u / name, dtype={"user": str, "item": str}) for u in units if (u / name).stat().st_size > 1]
-            frames = [f for f in frames if len(f.columns)]
-            if name == "timings.csv" and frames:  # one write, with the data stage first
-                frames.insert(0, pd.DataFrame([{"tokenizer": "all", "seed": -1, "stage": "data", "seconds": self.data_seconds}]))
-            if frames:
-                atomic_write_csv(self.out / name, pd.concat(frames, ignore_index=True))
+        merge_units(self.out, self.data_seconds)
 
 
 def history_read(backbone: Backbone, histories: list[list[int]]) -> str:

@@ -99,3 +99,27 @@ def test_crash_while_merging_leaves_no_half_written_file(tmp_path: Path, monkeyp
     run.merge()
     metrics = pd.read_csv(run.out / "metrics.csv")
     assert len(metrics) == len(pd.read_csv(run.unit_dir("popularity", 0) / "metrics.csv"))
+
+
+def test_report_merges_units_of_runs_that_did_not_merge_themselves(tmp_path: Path):
+    """Two runs share a folder (one per core): the later one's merge, or `bench report` after
+    a kill, lists every finished unit, not only those its own run knew of."""
+    out = tmp_path / "shared"
+    base = ["run", "--seeds", "0", *TINY, "--out", str(out)]
+    for tokenizers in ("id", "text"):
+        result = CliRunner().invoke(main, [*base, "--tokenizers", tokenizers], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    merged = pd.read_csv(out / "metrics.csv")
+    assert {"id", "text", "popularity", "sasrec"} <= set(merged["tokenizer"])
+    data_row = pd.read_csv(out / "timings.csv").iloc[0]
+    assert (data_row["tokenizer"], data_row["stage"]) == ("all", "data")
+
+    for name in ("metrics.csv", "per_user.csv", "rankings.csv", "history.csv", "timings.csv"):
+        (out / name).unlink()  # killed before its merge
+    result = CliRunner().invoke(main, ["report", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    again = pd.read_csv(out / "metrics.csv")
+    pd.testing.assert_frame_equal(again.sort_values(list(again.columns)).reset_index(drop=True),
+                                  merged.sort_values(list(merged.columns)).reset_index(drop=True))
+    report = (out / "report.md").read_text()
+    assert "\n| id | " in report and "\n| text | " in report

@@ -15,6 +15,7 @@ from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, 
                                            stars)
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.reporting import plots
+from bench.results import has_units, merge_units
 
 REQUIRED = {
     "metrics.csv": ["dataset", "tokenizer", "seed", "split", "metric", "k", "value"],
@@ -108,11 +109,23 @@ def ablation_frame(config: dict[str, Any], metrics: pd.DataFrame) -> pd.DataFram
     return frame.sort_values("_order", kind="stable").drop(columns="_order")
 
 
+def refresh(run_dir: Path) -> bool:
+    """Merge the folder's finished units into its result files first (a run killed before its
+    own merge, or one still going on another core); True if it did."""
+    run_dir = Path(run_dir)
+    if not has_units(run_dir):
+        return False
+    load_config(run_dir)  # a bad config.json fails here with its name
+    merge_units(run_dir)
+    return True
+
+
 def build_plots(run_dir: Path) -> list[Path]:
     """Draw every plot whose input the run folder holds into plots/; returns the files."""
+    merged = refresh(run_dir)
     run_dir = check_run_dir(run_dir)
     load_config(run_dir)
-    stats, sig = _saved_or_computed(run_dir)
+    stats, sig = analyse(run_dir) if merged else _saved_or_computed(run_dir)
     return _draw(run_dir, stats, sig)
 
 
@@ -306,6 +319,7 @@ def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, si
 
 def build_report(run_dir: Path, options: SignificanceOptions | None = None) -> Path:
     """Recompute code_stats.csv and significance.csv, redraw plots/, write report.md."""
+    refresh(run_dir)
     run_dir = check_run_dir(run_dir)
     config, metrics = load_config(run_dir), load_csv(run_dir, "metrics.csv")  # bad files fail before any work
     timings = load_csv(run_dir, "timings.csv")
