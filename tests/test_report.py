@@ -109,6 +109,16 @@ def test_plot_functions_skip_absent_input(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_rows_keep_one_colour_and_place_across_plots_and_runs():
+    one = plots.row_colors(["popularity", "letter", "id", "sasrec", "letter-alpha0"])
+    two = plots.row_colors(["tiger", "id", "precomputed:/x/Beauty.index.json", "letter"])
+    assert list(one) == ["id", "letter", "letter-alpha0", "sasrec", "popularity"]  # references last
+    assert plots.row_order(["popularity", "letter", "id"]) == ["id", "letter", "popularity"]
+    assert one["id"] == two["id"] and one["letter"] == two["letter"]
+    assert two["precomputed:/x/Beauty.index.json"] == plots.row_colors(["precomputed"])["precomputed"]
+    assert len(set(one.values())) == len(one)  # an ablation variant gets a colour no known row has
+
+
 def test_cli_report_and_plot(tmp_path):
     run = make_run(tmp_path)
     runner = CliRunner()

@@ -23,6 +23,12 @@ BAR_METRICS = ("recall", "ndcg")
 BAR_KS = (5, 10, 20)
 MAX_LEVELS = 6  # text tokenizers have many positions; the first few tell the story
 PALETTE = "colorblind"
+# every plot and run gives a row the same colour and place: tokenizers first, reference rows last
+KNOWN_ROWS = ("id", "text", "tiger", "letter", "precomputed", "sasrec", "popularity")
+# indices into seaborn's colorblind palette: tokenizers in distinct hues (letter and text apart),
+# the reference rows in grey and brown so they read as references
+KNOWN_COLORS = {"id": 0, "text": 4, "tiger": 2, "letter": 3, "precomputed": 9, "sasrec": 7, "popularity": 5}
+SPARE_COLORS = (1, 6, 8)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -34,6 +40,29 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 def _style() -> None:
     sns.set_theme(style="whitegrid", context="notebook", palette=PALETTE)
+
+
+def _known(name: str) -> int | None:
+    base = name.split(":")[0]  # a `precomputed:PATH` label counts as precomputed
+    return KNOWN_ROWS.index(base) if base in KNOWN_ROWS else None
+
+
+def row_order(names: list[str]) -> list[str]:
+    """Tokenizers in KNOWN_ROWS order, then other labels (ablation variants) as they come,
+    then the reference rows: the order of every plot and table."""
+    names = list(dict.fromkeys(names))
+    known = sorted((n for n in names if _known(n) is not None), key=lambda n: (_known(n), n))
+    references = [n for n in known if n in ("sasrec", "popularity")]
+    return [n for n in known if n not in references] + [n for n in names if _known(n) is None] + references
+
+
+def row_colors(names: list[str]) -> dict[str, tuple[float, float, float]]:
+    """{row: colour} in `row_order`: known rows keep their colour in every plot and run,
+    other labels take the spare colours."""
+    palette = sns.color_palette(PALETTE, 10)
+    others = [n for n in row_order(names) if _known(n) is None]
+    return {n: palette[KNOWN_COLORS[n.split(":")[0]]] if _known(n) is not None
+            else palette[SPARE_COLORS[others.index(n) % len(SPARE_COLORS)]] for n in row_order(names)}
 
 
 def _label(metric: str, k: int) -> str:
@@ -48,9 +77,9 @@ def metric_bars(sig: pd.DataFrame | None, path: Path, split: str = "test") -> Pa
     if data.empty:
         return None
     _style()
-    tokenizers = list(dict.fromkeys(data["tokenizer"]))
+    colors = row_colors(list(data["tokenizer"]))
+    tokenizers = list(colors)
     metrics = [m for m in BAR_METRICS if m in set(data["metric"])]
-    colors = sns.color_palette(PALETTE, len(tokenizers))
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
     width = 0.8 / len(tokenizers)
     for ax, metric in zip(axes[0], metrics):
@@ -60,7 +89,7 @@ def metric_bars(sig: pd.DataFrame | None, path: Path, split: str = "test") -> Pa
             rows = block[block["tokenizer"] == tok].set_index("k").reindex(ks)
             xs = np.arange(len(ks)) + (i - (len(tokenizers) - 1) / 2) * width
             err = np.vstack([rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]]).clip(min=0)
-            ax.bar(xs, rows["mean"], width, yerr=err, capsize=3, color=colors[i], label=tok)
+            ax.bar(xs, rows["mean"], width, yerr=err, capsize=3, color=colors[tok], label=tok)
         ax.set_xticks(np.arange(len(ks)), [_label(metric, k) for k in ks])
         ax.set_ylabel(f"{_label(metric, 0).split('@')[0]} ({split})")
         ax.set_title(f"{_label(metric, 0).split('@')[0]} per tokenizer (95% bootstrap CI)")
@@ -106,7 +135,8 @@ def entropy_bars(code_stats: pd.DataFrame | None, path: Path) -> Path | None:
     first = code_stats[code_stats["seed"] == code_stats.groupby("tokenizer")["seed"].transform("min")]
     first = first[first["level"] < MAX_LEVELS]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.barplot(first, x="level", y="normalized_entropy", hue="tokenizer", ax=ax)
+    colors = row_colors(list(first["tokenizer"]))
+    sns.barplot(first, x="level", y="normalized_entropy", hue="tokenizer", hue_order=list(colors), palette=colors, ax=ax)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("code level")
     ax.set_ylabel("entropy / log(codebook size)")
@@ -128,7 +158,9 @@ def history_curves(history: pd.DataFrame | None, path: Path) -> Path | None:
         return None
     _style()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data, x="epoch", y=col, hue="tokenizer", errorbar="sd", marker="o", ax=ax)
+    colors = row_colors(list(data["tokenizer"]))
+    sns.lineplot(data, x="epoch", y=col, hue="tokenizer", hue_order=list(colors), palette=colors, errorbar="sd",
+                 marker="o", ax=ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(col.replace("valid_ndcg", "validation NDCG"))
@@ -150,7 +182,7 @@ def effect_matrix(sig: pd.DataFrame | None, path: Path) -> Path | None:
     rank = {"recall": 0, "ndcg": 1, "mrr": 2}  # the order of the report's tables
     pairs = sorted(set(zip(data["metric"], data["k"])), key=lambda mk: (rank.get(mk[0], 3), mk[0], mk[1]))
     order = [_label(m, k) for m, k in pairs]
-    rows = list(dict.fromkeys(data["tokenizer"]))
+    rows = row_order(list(data["tokenizer"]))
     values = data.pivot_table(index="tokenizer", columns="column", values="rel_diff").reindex(index=rows, columns=order) * 100
     marks = data.assign(mark=[stars(p) for p in data["p_holm"]]).pivot(index="tokenizer", columns="column", values="mark")
     marks = marks.reindex(index=rows, columns=order).fillna("")

@@ -179,7 +179,7 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
                   "Holm-corrected over all comparisons (* p<0.05, ** p<0.01, *** p<0.001). "
                   "Per-user values are averaged over seeds first.", ""]
         rows = []
-        for tok in dict.fromkeys(data["tokenizer"]):
+        for tok in plots.row_order(list(data["tokenizer"])):
             row = {"tokenizer": tok}
             for metric, k in TABLE_METRICS:
                 hit = data[(data["tokenizer"] == tok) & (data["metric"] == metric) & (data["k"] == k)]
@@ -191,6 +191,8 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
         effects = data[(data["tokenizer"] != data["reference"])
                        & pd.Series([(m, k) in EFFECT_METRICS for m, k in zip(data["metric"], data["k"])], index=data.index)]
         if not effects.empty:
+            place = {t: i for i, t in enumerate(plots.row_order(list(effects["tokenizer"])))}
+            effects = effects.assign(_row=effects["tokenizer"].map(place)).sort_values(["metric", "k", "_row"], kind="stable")
             table = pd.DataFrame({
                 "metric": [_label(m, k) for m, k in zip(effects["metric"], effects["k"])],
                 "tokenizer": effects["tokenizer"], "n users": effects["n_users"],
@@ -206,7 +208,7 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
     if sig is None or (not seeds.empty and seeds["n_seeds"].max() > 1):
         title = "Mean ± std over seeds (from metrics.csv)." if seeds["n_seeds"].max() > 1 else "Metrics (from metrics.csv)."
         rows = []
-        for tok in dict.fromkeys(seeds["tokenizer"]):
+        for tok in plots.row_order(list(seeds["tokenizer"])):
             row = {"tokenizer": tok, "seeds": int(seeds[seeds["tokenizer"] == tok]["n_seeds"].max())}
             for metric, k in TABLE_METRICS:
                 hit = seeds[(seeds["tokenizer"] == tok) & (seeds["metric"] == metric) & (seeds["k"] == k)]
