@@ -158,3 +158,18 @@ def test_ablation_table_lists_variants_in_order_against_the_full_model(tmp_path)
     sig = pd.read_csv(run / "significance.csv")
     hit = sig[(sig["tokenizer"] == "id") & (sig["metric"] == "ndcg") & (sig["k"] == 10) & (sig["split"] == "test")].iloc[0]
     assert f"{100 * hit['rel_diff']:+.1f}%" in rows[1] and "no alpha" in rows[1]
+
+
+def test_code_table_shows_the_first_levels_and_names_what_it_cut():
+    from bench.reporting.report import code_section
+
+    def rows(tokenizer, n_levels):
+        return [{"tokenizer": tokenizer, "seed": 0, "level": lv, "used": 3, "codebook_size": 4, "entropy": 1.0,
+                 "normalized_entropy": 0.72, "perplexity": 2.7, "gini": 0.2, "n_items": 10, "n_unique": 10,
+                 "collision_rate": 0.0, "max_group": 1, "collisions_before_unique": float("nan")} for lv in range(n_levels)]
+
+    text = "\n".join(code_section(pd.DataFrame(rows("text", plots.MAX_LEVELS + 3) + rows("tiger", 4))))
+    assert f"| text | {plots.MAX_LEVELS - 1} |" in text and f"| text | {plots.MAX_LEVELS} |" not in text
+    assert "| tiger | 3 |" in text
+    assert f"Levels {plots.MAX_LEVELS} and deeper of text are in code_stats.csv." in text
+    assert "deeper" not in "\n".join(code_section(pd.DataFrame(rows("tiger", 4))))

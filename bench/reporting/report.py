@@ -249,7 +249,11 @@ def code_section(stats: pd.DataFrame | None) -> list[str]:
     if stats is None or stats.empty:
         return []
     first = stats[stats["seed"] == stats.groupby("tokenizer")["seed"].transform("min")]
+    place = {t: i for i, t in enumerate(plots.row_order(list(first["tokenizer"])))}
+    first = first.assign(_row=first["tokenizer"].map(place)).sort_values(["_row", "level"], kind="stable")
     collisions = first.drop_duplicates("tokenizer")
+    deep = sorted(set(first[first["level"] >= plots.MAX_LEVELS]["tokenizer"]))
+    first = first[first["level"] < plots.MAX_LEVELS]  # titles have ~30 positions; all are in code_stats.csv
     levels = pd.DataFrame({
         "tokenizer": first["tokenizer"], "level": first["level"],
         "used / size": [f"{u} / {s}" for u, s in zip(first["used"], first["codebook_size"])],
@@ -265,9 +269,10 @@ def code_section(stats: pd.DataFrame | None) -> list[str]:
         "colliding before made unique": collisions["collisions_before_unique"].map(
             lambda v: "" if pd.isna(v) else str(int(v))),
     })
+    cut = (f" Levels {plots.MAX_LEVELS} and deeper of {', '.join(deep)} are in code_stats.csv." if deep else "")
     return ["## Code statistics", "",
-            "Per level (first seed; text and ID tokens: levels are positions, the codebook is the tokens seen):", "",
-            md_table(levels), "", "Items sharing a whole code (as decoded; the last column counts items that shared a "
+            "Per level (first seed; text and ID tokens: levels are positions, the codebook is the tokens seen)."
+            + cut, "", md_table(levels), "", "Items sharing a whole code (as decoded; the last column counts items that shared a "
             "semantic code before the tokenizer numbered them apart, e.g. TIGER's 4th level):", "", md_table(whole), ""]
 
 
