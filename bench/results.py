@@ -21,7 +21,8 @@ RESULT_FILES = ("metrics.csv", "per_user.csv", "rankings.csv", "history.csv", "t
 def finished_units(run_dir: Path) -> list[Path]:
     """Done units of the labels and seeds that config.json lists, in name order."""
     config = json.loads((run_dir / "config.json").read_text())
-    wanted = {f"{label}-seed{seed}" for label in [*REFERENCE_ROWS, *config.get("labels", [])]
+    labels = config.get("labels") or config.get("tokenizers", [])  # labels: variants of a tokenizer have their own
+    wanted = {f"{label}-seed{seed}" for label in [*REFERENCE_ROWS, *labels]
               for seed in config.get("seeds", [])}
     return [u for u in sorted(p.parent for p in (run_dir / "units").glob("*/done")) if u.name in wanted]
 

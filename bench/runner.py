@@ -327,7 +327,7 @@ class Run:
                  f"{tokenizer.n_collisions} collisions")
 
         set_seed(seed)
-        backbone = make_backbone(self.config.backbone, tokenizer, self.config, recipe.max_input_tokens).to(self.device)
+        backbone = make_backbone(self.config.backbone, tokenizer, replace(self.config, recipe=recipe)).to(self.device)
         if recipe.max_input_tokens:
             self.log(f"{label}: {history_read(backbone, self.split.test.histories)}")
         result = train(backbone, self.split.train, self.split.valid, recipe, seed, self.log, desc=label,

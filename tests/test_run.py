@@ -121,3 +121,13 @@ def test_codes_fit_writes_an_index_and_prints_level_statistics(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["3"] == ["<item_3>"]
     assert "normalized_entropy" in result.output
+
+
+def test_a_run_reads_histories_under_its_budget(tmp_path):
+    result = invoke(["run", "--tokenizers", "text", "--out", str(tmp_path / "r"), *TINY,
+                     "--set", "recipe.max_input_tokens=12", "--set", "recipe.epochs=1"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("text: reads "))
+    assert line.endswith("under max_input_tokens 12")
+    read, available = (float(v) for v in line.split()[2:5:2])  # "reads R of A history items"
+    assert 1 <= read < available

@@ -26,8 +26,7 @@ def check_backbone_spec(spec: str) -> tuple[str, str]:
     return name, arg
 
 
-def make_backbone(spec: str, tokenizer: Tokenizer, config: RunConfig, max_input_tokens: int | None = None) -> Backbone:
-    """`max_input_tokens`: the history budget; None = the run's recipe's (a variant may set its own)."""
+def make_backbone(spec: str, tokenizer: Tokenizer, config: RunConfig) -> Backbone:
     name, arg = check_backbone_spec(spec)
     backbone: Backbone
     if name == "t5":
@@ -36,7 +35,7 @@ def make_backbone(spec: str, tokenizer: Tokenizer, config: RunConfig, max_input_
         from bench.backbones.causal import CausalBackbone
 
         backbone = CausalBackbone(tokenizer, arg, config.causal)
-    backbone.max_input_tokens = config.recipe.max_input_tokens if max_input_tokens is None else max_input_tokens
+    backbone.max_input_tokens = config.recipe.max_input_tokens
     return backbone
 
 

@@ -16,18 +16,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.evaluation.significance import stars  # noqa: E402
+from bench.evaluation.significance import REFERENCE_ROWS, stars  # noqa: E402
 from bench.io import atomic_write  # noqa: E402
 
 BAR_METRICS = ("recall", "ndcg")
 BAR_KS = (5, 10, 20)
 MAX_LEVELS = 6  # text tokenizers have many positions; the first few tell the story
 PALETTE = "colorblind"
-# every plot and run gives a row the same colour and place: tokenizers first, reference rows last
-KNOWN_ROWS = ("id", "text", "tiger", "letter", "precomputed", "sasrec", "popularity")
-# indices into seaborn's colorblind palette: tokenizers in distinct hues (letter and text apart),
-# the reference rows in grey and brown so they read as references
+# every plot and run gives a known row the same place (this order; reference rows last) and the
+# same colour (an index into seaborn's colorblind palette: letter and text in distinct hues, the
+# reference rows in grey and brown so they read as references); other labels take the spares
 KNOWN_COLORS = {"id": 0, "text": 4, "tiger": 2, "letter": 3, "precomputed": 9, "sasrec": 7, "popularity": 5}
+KNOWN_ROWS = tuple(KNOWN_COLORS)
 SPARE_COLORS = (1, 6, 8)
 
 
@@ -52,8 +52,14 @@ def row_order(names: list[str]) -> list[str]:
     then the reference rows: the order of every plot and table."""
     names = list(dict.fromkeys(names))
     known = sorted((n for n in names if _known(n) is not None), key=lambda n: (_known(n), n))
-    references = [n for n in known if n in ("sasrec", "popularity")]
+    references = [n for n in known if n in REFERENCE_ROWS]
     return [n for n in known if n not in references] + [n for n in names if _known(n) is None] + references
+
+
+def row_rank(names: pd.Series) -> pd.Series:
+    """Each name's place in `row_order`, for sorting a frame by rows."""
+    place = {n: i for i, n in enumerate(row_order(list(names)))}
+    return names.map(place)
 
 
 def row_colors(names: list[str]) -> dict[str, tuple[float, float, float]]:

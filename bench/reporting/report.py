@@ -191,8 +191,7 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
         effects = data[(data["tokenizer"] != data["reference"])
                        & pd.Series([(m, k) in EFFECT_METRICS for m, k in zip(data["metric"], data["k"])], index=data.index)]
         if not effects.empty:
-            place = {t: i for i, t in enumerate(plots.row_order(list(effects["tokenizer"])))}
-            effects = effects.assign(_row=effects["tokenizer"].map(place)).sort_values(["metric", "k", "_row"], kind="stable")
+            effects = effects.assign(_row=plots.row_rank(effects["tokenizer"])).sort_values(["metric", "k", "_row"], kind="stable")
             table = pd.DataFrame({
                 "metric": [_label(m, k) for m, k in zip(effects["metric"], effects["k"])],
                 "tokenizer": effects["tokenizer"], "n users": effects["n_users"],
@@ -249,8 +248,7 @@ def code_section(stats: pd.DataFrame | None) -> list[str]:
     if stats is None or stats.empty:
         return []
     first = stats[stats["seed"] == stats.groupby("tokenizer")["seed"].transform("min")]
-    place = {t: i for i, t in enumerate(plots.row_order(list(first["tokenizer"])))}
-    first = first.assign(_row=first["tokenizer"].map(place)).sort_values(["_row", "level"], kind="stable")
+    first = first.assign(_row=plots.row_rank(first["tokenizer"])).sort_values(["_row", "level"], kind="stable")
     collisions = first.drop_duplicates("tokenizer")
     deep = sorted(set(first[first["level"] >= plots.MAX_LEVELS]["tokenizer"]))
     first = first[first["level"] < plots.MAX_LEVELS]  # titles have ~30 positions; all are in code_stats.csv
