@@ -80,8 +80,8 @@ def encode_items(
         raise DataError(where, "this data set has no item text, so text embeddings cannot be computed")
     texts = _field_texts(data, fields)
 
-    if model is None:
-        folder, label, local = _packaged_model_dir(), f"{DEFAULT_MODEL_NAME} (sha256 {DEFAULT_MODEL_SHA256[:12]})", True
+    if model is None:  # the packaged model's folder is looked up only on a cache miss (below)
+        folder, label, local = None, f"{DEFAULT_MODEL_NAME} (sha256 {DEFAULT_MODEL_SHA256[:12]})", True
     elif model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
         raise BenchError(f"{model}: text encoder folder not found")
     elif Path(model).expanduser().is_dir():
@@ -99,6 +99,7 @@ def encode_items(
             return TextEmbeddings(cached, label, fields, pooling, "cache")
 
     if model is None:
+        folder = _packaged_model_dir()
         _check_sha256(folder / "model.safetensors", DEFAULT_MODEL_SHA256)
     tokenizer, encoder = load_encoder(str(folder) if folder else model, local, device)
     vectors = _encode_fields(texts, tokenizer, encoder, batch_size, device, pooling, max_length, progress)
