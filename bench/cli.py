@@ -264,7 +264,7 @@ def plot_cmd(run_dir: Path) -> None:
 
 @main.command("perf")
 @click.option("--dataset", default=None, help="Data set spec (default letter:../shared/data/letter/Instruments).")
-@click.option("--tokenizer", default=None, help="Codes to decode (default precomputed: the official Instruments codes).")
+@click.option("--tokenizer", default=None, help="Codes to decode (default: precomputed, the data set's own index.json).")
 @click.option("--size", default="paper", show_default=True, help="T5 size of this preset: quick, cpu, paper.")
 @click.option("--users", type=int, default=None, help="Test users decoded per repeat [1000; --quick 64].")
 @click.option("--hf-users", type=int, default=None, help="Of those, decoded by transformers' generate too [100; --quick 8].")

@@ -22,14 +22,13 @@ from bench.errors import BenchError
 from bench.options import check
 
 DEFAULT_DATASET = "letter:../shared/data/letter/Instruments"
-DEFAULT_TOKENIZER = "precomputed:../shared/data/letter/Instruments/Instruments.index.json"
 PARTS = ("eval", "hf", "train", "tokenizer")
 
 
 @dataclass
 class PerfOptions:
     dataset: str = DEFAULT_DATASET
-    tokenizer: str = DEFAULT_TOKENIZER  # codes the backbone decodes
+    tokenizer: str = ""  # codes the backbone decodes; "" = the data set's own index.json
     size: str = "paper"  # T5 size of this preset
     users: int = 1000  # test users decoded by our beam search per repeat
     hf_users: int = 100  # the first hf_users of those, also decoded by transformers' generate
@@ -192,17 +191,18 @@ def hf_generate(backbone: Any, trie: Any, histories: list[list[int]], beam: int,
                 allowed: dict[tuple[int, ...], list[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items and scores with `model.generate(num_beams, prefix_allowed_tokens_fn)`.
     length_penalty 0 makes its scores plain sums of log-probabilities, as ours are."""
-    from bench.backbones.base import EOS
+    from bench.backbones.base import EOS, attention_kernels
 
     ids, mask = backbone.encode_inputs(histories)
 
     def allowed_tokens(batch_id: int, sentence: torch.Tensor) -> list[int]:
         return allowed.get(tuple(sentence.tolist()[1:]), [EOS])
 
-    out = backbone.model.generate(input_ids=ids, attention_mask=mask, num_beams=beam, num_return_sequences=beam,
-                                  max_new_tokens=trie.depth, prefix_allowed_tokens_fn=allowed_tokens,
-                                  length_penalty=0.0, early_stopping=True, do_sample=False,
-                                  output_scores=True, return_dict_in_generate=True)
+    with attention_kernels():  # the kernels our beam search uses
+        out = backbone.model.generate(input_ids=ids, attention_mask=mask, num_beams=beam, num_return_sequences=beam,
+                                      max_new_tokens=trie.depth, prefix_allowed_tokens_fn=allowed_tokens,
+                                      length_penalty=0.0, early_stopping=True, do_sample=False,
+                                      output_scores=True, return_dict_in_generate=True)
     seqs = out.sequences[:, 1:].view(len(histories), beam, -1).tolist()
     seq_scores = out.sequences_scores.view(len(histories), beam).float().cpu().numpy()
     items = np.full((len(histories), k), -1, dtype=np.int64)
@@ -371,6 +371,13 @@ def measure_tokenizer(report: PerfReport, data: Any, split: Any, o: PerfOptions,
     memory.report(report, "tokenizer")
 
 
+def official_codes(data: Any, spec: str) -> str:
+    """The precomputed tokenizer over the data set's own LETTER index.json."""
+    if data.index_path is None:
+        raise BenchError(f"perf: {spec} ships no index.json; name the codes to decode with --tokenizer")
+    return f"precomputed:{data.index_path}"
+
+
 def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
     from bench.backbones import T5Backbone
     from bench.config import preset_config
@@ -389,7 +396,8 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
     data = load_dataset(o.dataset, config.synthetic)
     split = leave_one_out(data)
     torch.manual_seed(o.seed)
-    tok = make_tokenizer(o.tokenizer)
+    codes = o.tokenizer or official_codes(data, o.dataset)
+    tok = make_tokenizer(codes)
     tok.fit(FitContext(data, split, o.seed, device=str(device), log=lambda m: None))
     backbone = T5Backbone(tok, config.t5).to(device)
     trie = backbone.trie()
@@ -398,7 +406,7 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
     report.context = {"options": asdict(o), "device": str(device), "n_items": data.n_items, "n_users": data.n_users,
                       "vocab": len(tok.vocab), "code_depth": trie.depth, "t5": asdict(config.t5),
                       "parameters": sum(p.numel() for p in backbone.parameters()), "torch": torch.__version__}
-    log(f"perf: {data.n_items} items, {len(users)} test users, vocab {len(tok.vocab)}, "
+    log(f"perf: {data.n_items} items, {len(users)} test users, codes {codes}, vocab {len(tok.vocab)}, "
         f"{report.context['parameters'] / 1e6:.2f}M parameters, device {device}")
     parts = o.part_list
     if device.type == "cpu":

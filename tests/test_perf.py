@@ -4,6 +4,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.perf import prefix_dict
+from conftest import shared_path
 
 
 def test_prefix_dict_lists_allowed_next_tokens():
@@ -40,3 +41,17 @@ def test_perf_rejects_bad_input_budgets():
 def test_perf_rejects_unknown_part():
     result = CliRunner().invoke(main, ["perf", "--parts", "eval,nope"])
     assert result.exit_code == 2 and "parts" in result.output
+
+
+def test_perf_decodes_the_data_sets_own_codes_by_default():
+    folder = shared_path("letter", "Instruments")
+    result = CliRunner().invoke(main, ["perf", "--quick", "--dataset", f"letter:{folder}", "--size", "quick",
+                                       "--parts", "eval", "--users", "4", "--hf-users", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"precomputed:{folder}/Instruments.index.json" in result.output
+    assert "users/s ours [1 thr]" in result.output
+
+
+def test_perf_without_codes_asks_for_a_tokenizer():
+    result = CliRunner().invoke(main, ["perf", "--quick", "--dataset", "synthetic", "--parts", "eval"])
+    assert result.exit_code == 2 and "synthetic ships no index.json" in result.output and "--tokenizer" in result.output
