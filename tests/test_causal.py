@@ -104,6 +104,29 @@ def test_loss_is_on_the_response_only_unless_train_prompt(data):
     assert torch.isfinite(_causal(tok, train_prompt=True).loss(both))
 
 
+@pytest.mark.parametrize("spec", ["t5", "causal:tiny-llama"])
+def test_attention_never_runs_on_the_cudnn_kernel(spec, data, monkeypatch):
+    # cuDNN's fused attention trained to NaN on an H200; the flags SDPA dispatches on are
+    # checked at each call (the same on a CPU): training forward, beam search, exact scores
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append((torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    tok = _fitted("id", data, None)
+    torch.manual_seed(0)
+    backbone = make_backbone(spec, tok, RunConfig())
+    split = data[1]
+    backbone(backbone.collate(split.train.histories[:4], split.train.targets[:4].tolist())).backward()
+    beam_search(backbone.eval(), CodeTrie.build(backbone.item_sequences(), EOS), split.test.histories[:2], 5, 5)
+    exact_scores(backbone, split.test.histories[:1])
+    assert len(seen) >= 3 and set(seen) == {(False, True)}
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored after each call
+
+
 def test_input_budget_shortens_the_prompt_to_recent_items(data):
     tok = _fitted("id", data, None)
     backbone = _causal(tok)

@@ -8,12 +8,25 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.backbones.trie import CodeTrie
 from bench.tokenizers.base import Tokenizer
 
 PAD, EOS = 0, 1
 N_SPECIAL = 2  # model ids: 0 <pad> (also T5's decoder start), 1 </s>; item tokens follow
+# Attention kernels a backbone's model may use: all but cuDNN's. On an H200 (torch 2.11, bf16
+# autocast) cuDNN's fused attention, PyTorch's first choice there, made a causal LM's loss NaN
+# within 4 steps on TIGER codes, where the math kernel and eager attention stayed finite
+# (docs/gpu.md).
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH,
+                 *([SDPBackend.OVERRIDEABLE] if hasattr(SDPBackend, "OVERRIDEABLE") else [])]  # other devices' own
+
+
+def attention_kernels() -> Any:
+    """Limits scaled_dot_product_attention to SDPA_BACKENDS while it is open; a backward pass
+    uses the kernel its forward pass chose."""
+    return sdpa_kernel(SDPA_BACKENDS)
 
 
 class Backbone(nn.Module, ABC):
@@ -68,7 +81,8 @@ class Backbone(nn.Module, ABC):
 
     def forward(self, batch: dict[str, torch.Tensor], tau: float = 1.0) -> torch.Tensor:
         """The training loss: DDP (accelerate) synchronises gradients through forward()."""
-        return self.loss(batch, tau)
+        with attention_kernels():
+            return self.loss(batch, tau)
 
     @abstractmethod
     def begin(self, histories: list[list[int]], beam: int) -> Any:

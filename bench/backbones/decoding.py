@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.backbones.base import PAD, Backbone
+from bench.backbones.base import PAD, Backbone, attention_kernels
 from bench.backbones.trie import CodeTrie
 
 
@@ -24,6 +24,11 @@ def beam_search(backbone: Backbone, trie: CodeTrie, histories: list[list[int]], 
     """Scores are sums of log-softmax over the full vocabulary (masking after normalisation,
     as Hugging Face's prefix_allowed_tokens_fn does). Finished beams (at a leaf) carry their
     score forward with a PAD token, so sequences of different lengths compete fairly."""
+    with attention_kernels():
+        return _beam_search(backbone, trie, histories, beam, k)
+
+
+def _beam_search(backbone: Backbone, trie: CodeTrie, histories: list[list[int]], beam: int, k: int) -> Ranked:
     n_users = len(histories)
     n = n_users * beam
     device = backbone.device
@@ -91,7 +96,8 @@ def exact_scores(backbone: Backbone, histories: list[list[int]], chunk: int = 40
     Brute force: for small catalogues, to measure what beam search loses."""
     seqs = backbone.item_sequences()
     out = np.zeros((len(histories), len(seqs)), dtype=np.float64)
-    for u, history in enumerate(histories):
-        for lo in range(0, len(seqs), chunk):
-            out[u, lo: lo + chunk] = backbone.sequence_logprob(history, seqs[lo: lo + chunk]).cpu().numpy()
+    with attention_kernels():
+        for u, history in enumerate(histories):
+            for lo in range(0, len(seqs), chunk):
+                out[u, lo: lo + chunk] = backbone.sequence_logprob(history, seqs[lo: lo + chunk]).cpu().numpy()
     return out
