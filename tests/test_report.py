@@ -75,6 +75,7 @@ def test_report_writes_tables_plots_and_is_reproducible(tmp_path):
                     "## Code statistics", "## Plots", "## Wall time"):
         assert heading in text
     assert "Mean ± std over seeds" in text and "against **letter**" in text
+    assert "| reference | letter (default) |" in text  # the run left it to the default
     pngs = {p.name for p in (run / "plots").glob("*.png")}
     assert pngs == {"metrics.png", "effects.png", "code_usage.png", "entropy.png", "history.png"}
     for name in pngs:
@@ -126,6 +127,7 @@ def test_cli_report_and_plot(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.strip() == str(run / "report.md")
     assert set(pd.read_csv(run / "significance.csv")["reference"]) == {"id"}
+    assert "| reference | id |" in (run / "report.md").read_text()
     (run / "plots" / "metrics.png").unlink()
     result = runner.invoke(main, ["plot", str(run)])  # from the saved tables
     assert result.exit_code == 0, result.output

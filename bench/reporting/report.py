@@ -11,8 +11,8 @@ import pandas as pd
 
 from bench.errors import BenchError, DataError
 from bench.evaluation.code_stats import code_files, load_index, run_code_stats, sorted_usage
-from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, seed_summary, significance,
-                                           stars)
+from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, default_reference, seed_summary,
+                                           significance, stars)
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.reporting import plots
 from bench.results import has_units, merge_units
@@ -287,7 +287,17 @@ def timing_section(timings: pd.DataFrame | None) -> list[str]:
     return ["## Wall time (seconds, summed over seeds)", "", md_table(out), ""]
 
 
-def config_section(config: dict[str, Any]) -> list[str]:
+def reference_label(config: dict[str, Any], sig: pd.DataFrame | None) -> str:
+    if sig is None or sig.empty:
+        return str(config.get("reference") or "default")
+    used = str(sig["reference"].iloc[0])
+    chosen = used == config.get("reference") or used != default_reference(list(dict.fromkeys(sig["tokenizer"])))
+    return used if chosen else f"{used} (default)"
+
+
+def config_section(config: dict[str, Any], sig: pd.DataFrame | None = None) -> list[str]:
+    """The reference row names the one the tests used (significance.csv), also when the run
+    left it to the default or `bench report --reference` chose another."""
     data = config.get("data") or {}
     lines = ["## Data", ""]
     rows = [("data set", config.get("dataset", "")), ("users", data.get("n_users", "")),
@@ -296,7 +306,7 @@ def config_section(config: dict[str, Any]) -> list[str]:
     lines += [md_table(pd.DataFrame(rows, columns=["", "value"])), "", "## Configuration", ""]
     rows = [("preset", config.get("preset", "")), ("tokenizers", ", ".join(map(str, config.get("tokenizers", [])))),
             ("seeds", ", ".join(map(str, config.get("seeds", [])))), ("backbone", config.get("backbone", "")),
-            ("reference", config.get("reference") or "default"), ("git commit", f"`{config.get('git_commit', '')}`")]
+            ("reference", reference_label(config, sig)), ("git commit", f"`{config.get('git_commit', '')}`")]
     lines += [md_table(pd.DataFrame(rows, columns=["", "value"])), ""]
     recipe = config.get("recipe") or {}
     if recipe:
@@ -310,7 +320,7 @@ def config_section(config: dict[str, Any]) -> list[str]:
 def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, sig: pd.DataFrame | None,
            metrics: pd.DataFrame, timings: pd.DataFrame | None, plot_files: list[Path]) -> str:
     lines = [f"# Run {config.get('run', Path(run_dir).name)}", ""]
-    lines += config_section(config)
+    lines += config_section(config, sig)
     lines += metrics_section(sig, seed_summary(metrics))
     lines += ablation_section(config, sig)
     lines += code_section(stats)
