@@ -225,7 +225,8 @@ def ablation_bars(metrics: pd.DataFrame | None, path: Path, split: str = "test",
         sns.barplot(part, y="variant", x="value", order=order, errorbar="sd", capsize=0.2, color="#4c72b0", ax=ax)
         full = part[part["variant"] == order[0]]["value"].mean()
         ax.axvline(full, color="black", linestyle="--", linewidth=1)
-        ax.bar_label(ax.containers[0], fmt="%.3f", padding=4, fontsize=8)
+        # values inside the bars: at their ends they would collide with the line and error bars
+        ax.bar_label(ax.containers[0], fmt="%.3f", label_type="center", color="white", fontsize=9)
         ax.set_xlim(0, part["value"].max() * 1.18)
         ax.set_xlabel(f"{name} ({split}, mean ± sd over seeds)")
         ax.set_ylabel("")
