@@ -76,6 +76,8 @@ def test_report_writes_tables_plots_and_is_reproducible(tmp_path):
         assert heading in text
     assert "Mean ± std over seeds" in text and "against **letter**" in text
     assert "| reference | letter (default) |" in text  # the run left it to the default
+    wall = text[text.index("## Wall time"):]
+    assert wall.index("| id |") < wall.index("| letter |") < wall.index("| total | 6.0 | 6.0 | 6.0 | 18.0 |")
     pngs = {p.name for p in (run / "plots").glob("*.png")}
     assert pngs == {"metrics.png", "effects.png", "code_usage.png", "entropy.png", "history.png"}
     for name in pngs:

@@ -279,9 +279,14 @@ def timing_section(timings: pd.DataFrame | None) -> list[str]:
         return []
     stages = list(dict.fromkeys(timings["stage"]))
     table = timings.pivot_table(index="tokenizer", columns="stage", values="seconds", aggfunc="sum", sort=False)
-    table = table.reindex(columns=stages)
+    # rows in the tables' fixed order, after the stages the run shares (tokenizer `all`, e.g. loading
+    # the data), and a total row last
+    rows = [str(t) for t in table.index]
+    table = table.reindex(index=[t for t in rows if t == "all"] + plots.row_order([t for t in rows if t != "all"]),
+                          columns=stages)
+    table = table.rename(index={"all": "(shared)"})
     table["total"] = table.sum(axis=1)
-    table.loc["all"] = table.sum(axis=0)
+    table.loc["total"] = table.sum(axis=0)
     out = table.map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     out.insert(0, "tokenizer \\ stage", out.index)  # a stage may itself be called `tokenizer`
     return ["## Wall time (seconds, summed over seeds)", "", md_table(out), ""]
