@@ -177,3 +177,11 @@ def test_code_table_shows_the_first_levels_and_names_what_it_cut():
     assert "| tiger | 3 |" in text
     assert f"Levels {plots.MAX_LEVELS} and deeper of text are in code_stats.csv." in text
     assert "deeper" not in "\n".join(code_section(pd.DataFrame(rows("tiger", 4))))
+
+
+def test_code_usage_panels_follow_the_row_order(tmp_path, monkeypatch):
+    titles = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: titles.extend(a.get_title() for a in fig.axes if a.get_visible()))
+    usage = {name: [np.ones(4)] for name in ("tiger", "letter", "id", "text")}
+    plots.code_usage_lorenz(usage, tmp_path / "u.png")
+    assert titles == ["id", "text", "tiger", "letter"]

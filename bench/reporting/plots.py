@@ -106,7 +106,7 @@ def metric_bars(sig: pd.DataFrame | None, path: Path, split: str = "test") -> Pa
 def code_usage_lorenz(usage: dict[str, list[np.ndarray]], path: Path) -> Path | None:
     """Lorenz curve of code usage per level, one panel per tokenizer: the diagonal is a
     codebook used evenly; the further below it, the fewer codes carry the items."""
-    usage = {tok: levels for tok, levels in usage.items() if levels}
+    usage = {tok: usage[tok] for tok in row_order(list(usage)) if usage[tok]}  # panels in the fixed row order
     if not usage:
         return None
     _style()
