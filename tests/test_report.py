@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,17 @@ def test_code_usage_panels_follow_the_row_order(tmp_path, monkeypatch):
     usage = {name: [np.ones(4)] for name in ("tiger", "letter", "id", "text")}
     plots.code_usage_lorenz(usage, tmp_path / "u.png")
     assert titles == ["id", "text", "tiger", "letter"]
+
+
+def test_committed_reference_report_is_rebuilt_identically(tmp_path):
+    # results/reference is committed with its report: a change to the analysis or the report
+    # that would alter them fails here until the reference report is rebuilt
+    reference = Path(__file__).resolve().parents[1] / "results" / "reference"
+    if not (reference / "config.json").is_file():
+        pytest.skip("no committed reference run")
+    run = tmp_path / "reference"
+    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("units", "rankings.csv", "plots"))
+    build_report(run)
+    assert (run / "report.md").read_text() == (reference / "report.md").read_text()
+    for name in ("significance.csv", "code_stats.csv"):  # last digits may differ between library versions
+        pd.testing.assert_frame_equal(pd.read_csv(run / name), pd.read_csv(reference / name), rtol=1e-9)
