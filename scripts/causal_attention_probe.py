@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from unittest import mock
 
 import click
 import numpy as np
@@ -31,7 +32,7 @@ from bench.tokenizers import FitContext, make_tokenizer  # noqa: E402
 from bench.training import batches, make_accelerator, train_step  # noqa: E402
 
 KERNELS = {"math": [SDPBackend.MATH], "efficient": [SDPBackend.EFFICIENT_ATTENTION],
-           "cudnn": [getattr(SDPBackend, "CUDNN_ATTENTION", SDPBackend.MATH)]}
+           **({"cudnn": [SDPBackend.CUDNN_ATTENTION]} if hasattr(SDPBackend, "CUDNN_ATTENTION") else {})}
 
 
 def fitted(name: str, data, split, device: str):
@@ -54,30 +55,18 @@ def first_bad_step(tok, variant: str, split, device: str, steps: int) -> str:
     scheduler = get_cosine_schedule_with_warmup(optimizer, 0, steps)
     model, optimizer, scheduler = accelerator.prepare(backbone, optimizer, scheduler)
     losses = []
-    forced = contextlib.nullcontext()
-    if variant in KERNELS:  # the backbone's own kernel list is replaced by this one
-        forced = contextlib.ExitStack()
-        forced.enter_context(_swap(base, "SDPA_BACKENDS", KERNELS[variant]))
+    # a kernel variant replaces the backbones' own kernel list
+    forced = mock.patch.object(base, "SDPA_BACKENDS", KERNELS[variant]) if variant in KERNELS else contextlib.nullcontext()
     try:
         with forced:
             for step, idx in enumerate(batches(split.train, config.recipe.batch_size, np.random.default_rng(0))[:steps]):
                 batch = backbone.collate([split.train.histories[i] for i in idx], split.train.targets[idx].tolist())
                 losses.append(train_step(model, batch, config.recipe, accelerator, optimizer, scheduler))
                 if not np.isfinite(losses[-1]) or not all(torch.isfinite(p).all() for p in backbone.parameters()):
-                    return f"not finite at step {step} (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
+                    return f"not finite at step {step + 1} (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
     except RuntimeError as e:
         return f"error: {str(e).splitlines()[0][:100]}"
     return f"finite for {len(losses)} steps (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
-
-
-@contextlib.contextmanager
-def _swap(module, attr: str, value):
-    old = getattr(module, attr)
-    setattr(module, attr, value)
-    try:
-        yield
-    finally:
-        setattr(module, attr, old)
 
 
 @click.command()

@@ -296,8 +296,8 @@ def reference_label(config: dict[str, Any], sig: pd.DataFrame | None) -> str:
     if sig is None or sig.empty:
         return str(config.get("reference") or "default")
     used = str(sig["reference"].iloc[0])
-    chosen = used == config.get("reference") or used != default_reference(list(dict.fromkeys(sig["tokenizer"])))
-    return used if chosen else f"{used} (default)"
+    left_to_default = not config.get("reference") and used == default_reference(list(dict.fromkeys(sig["tokenizer"])))
+    return f"{used} (default)" if left_to_default else used
 
 
 def config_section(config: dict[str, Any], sig: pd.DataFrame | None = None) -> list[str]:
