@@ -188,9 +188,9 @@ def prefix_dict(sequences: list[tuple[int, ...]], eos: int) -> dict[tuple[int, .
 
 
 def hf_generate(backbone: Any, trie: Any, histories: list[list[int]], beam: int, k: int,
-                allowed: dict[tuple[int, ...], list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items and scores with `model.generate(num_beams, prefix_allowed_tokens_fn)`.
-    length_penalty 0 makes its scores plain sums of log-probabilities, as ours are."""
+                allowed: dict[tuple[int, ...], list[int]], length_penalty: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items and scores with `model.generate(num_beams, prefix_allowed_tokens_fn)` at its
+    default early stopping and the recipe's length penalty, as our beam search runs."""
     from bench.backbones.base import EOS, attention_kernels
 
     ids, mask = backbone.encode_inputs(histories)
@@ -201,7 +201,7 @@ def hf_generate(backbone: Any, trie: Any, histories: list[list[int]], beam: int,
     with attention_kernels():  # the kernels our beam search uses
         out = backbone.model.generate(input_ids=ids, attention_mask=mask, num_beams=beam, num_return_sequences=beam,
                                       max_new_tokens=trie.depth, prefix_allowed_tokens_fn=allowed_tokens,
-                                      length_penalty=0.0, early_stopping=True, do_sample=False,
+                                      length_penalty=length_penalty, early_stopping=False, do_sample=False,
                                       output_scores=True, return_dict_in_generate=True)
     seqs = out.sequences[:, 1:].view(len(histories), beam, -1).tolist()
     seq_scores = out.sequences_scores.view(len(histories), beam).float().cpu().numpy()
@@ -313,7 +313,7 @@ def measure_hf(report: PerfReport, backbone: Any, trie: Any, users: Any, ours: A
             for lo in range(0, len(order), recipe.eval_batch_size):
                 idx = order[lo: lo + recipe.eval_batch_size]
                 items[idx], scores[idx] = hf_generate(backbone, trie, [users.histories[i] for i in idx],
-                                                      recipe.beam, k, allowed)
+                                                      recipe.beam, k, allowed, recipe.length_penalty)
 
     rates = []
     with memory.watch():

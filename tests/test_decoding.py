@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from bench.backbones import CodeTrie, T5Backbone, beam_search, exact_scores
@@ -36,7 +37,7 @@ def test_beam_search_returns_catalogue_items_and_equals_brute_force(tiny_t5):
     assert ranked.n_invalid == 0
     assert ((ranked.items >= 0) & (ranked.items < 25)).all()
     assert all(len(set(row)) == len(row) for row in ranked.items.tolist())  # de-duplicated
-    exact = exact_scores(backbone, histories)
+    exact = exact_scores(backbone, histories, length_penalty=1.0)
     assert (ranked.items[:, 0] == exact.argmax(1)).all()
     # with beam >= catalogue size the search is exhaustive: the whole order and scores match
     assert np.allclose(ranked.scores, np.sort(exact, axis=1)[:, ::-1], atol=1e-4)
@@ -84,6 +85,22 @@ def _suffix_codes_model(tiny_t5, tmp_path):
     return T5Backbone(tok, tiny_t5).eval()
 
 
+def _fixed_length_model(tiny_t5):
+    """12 items with distinct 2-token codes: every sequence is 2 tokens + EOS."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    n = 12
+    data = Dataset("t", [str(i) for i in range(n)], ["u0", "u1"], [[0, 1, 2, 3], [4, 5, 0, 2, 7]])
+    path = Path(tempfile.mkdtemp()) / "x.index.json"
+    path.write_text(json.dumps({str(i): [f"<a_{i % 3}>", f"<b_{i // 3}>"] for i in range(n)}))
+    tok = make_tokenizer(f"precomputed:{path}")
+    tok.fit(FitContext(data, leave_one_out(data), 0, log=lambda m: None))
+    torch.manual_seed(2)
+    return T5Backbone(tok, tiny_t5).eval()
+
+
 def test_fast_decoder_equals_hugging_face_reference(tiny_t5, tmp_path):
     """The fast path (per-user cross-attention, one-row first step, live-row subsets) must
     give the same top-K items and scores as Hugging Face's forward with its own cache."""
@@ -98,7 +115,7 @@ def test_fast_decoder_equals_hugging_face_reference(tiny_t5, tmp_path):
             results[fast] = beam_search(backbone, trie, histories, beam=beam, k=beam)
         assert (results[True].items == results[False].items).all()
         assert np.allclose(results[True].scores, results[False].scores, atol=1e-5)
-    exact = exact_scores(backbone, histories)  # beam 12 = the catalogue: exhaustive
+    exact = exact_scores(backbone, histories, length_penalty=1.0)  # beam 12 = the catalogue: exhaustive
     assert np.allclose(results[True].scores, np.sort(exact, axis=1)[:, ::-1], atol=1e-5)
 
 
@@ -116,3 +133,33 @@ def test_live_row_subset_gives_the_same_log_probs(tiny_t5, tmp_path):
             b = backbone.step_live(part, tok, par, live if i == len(tokens) - 1 else None)  # only the last step skips rows
         assert torch.allclose(a[live], b[live], atol=1e-5)
         assert (b[~live] == 0).all()
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])
+def test_beam_search_equals_hugging_face_generate_with_its_length_penalty(tiny_t5, tmp_path, length_penalty):
+    """Codes of two lengths: the finished-item pool, length normalisation and early stop of
+    ours give Hugging Face's `generate` (default early stopping) items, even with small beams."""
+    from bench.perf import hf_generate, prefix_dict
+
+    backbone = _suffix_codes_model(tiny_t5, tmp_path)
+    trie = CodeTrie.build(backbone.item_sequences(), EOS)
+    allowed = prefix_dict(backbone.item_sequences(), EOS)
+    histories = [[0, 1], [2], [3, 4, 5, 6], [11], [7, 8]]
+    for beam in (2, 4, 7):
+        ours = beam_search(backbone, trie, histories, beam=beam, k=beam, length_penalty=length_penalty)
+        items, scores = hf_generate(backbone, trie, histories, beam, beam, allowed, length_penalty)
+        assert (ours.items == items).all(), (beam, ours.items, items)
+        assert np.allclose(ours.scores, scores, atol=1e-4)
+
+
+def test_length_penalty_changes_nothing_for_fixed_length_codes(tiny_t5):
+    """id, tiger and letter codes all have one length: every score is divided by the same
+    number, so the ranking is the same for any length_penalty."""
+    backbone = _fixed_length_model(tiny_t5)
+    trie = CodeTrie.build(backbone.item_sequences(), EOS)
+    histories = [[0, 1], [2], [3, 4, 5], [9]]
+    base = beam_search(backbone, trie, histories, beam=6, k=6, length_penalty=0.0)
+    for lp in (0.5, 1.0, 2.0):
+        other = beam_search(backbone, trie, histories, beam=6, k=6, length_penalty=lp)
+        assert (other.items == base.items).all()
+        assert np.allclose(other.scores, base.scores / 3.0**lp, atol=1e-5)  # 2 tokens + EOS

@@ -143,7 +143,7 @@ def test_constrained_beam_search_is_exhaustive_and_equals_brute_force(tok, tiny_
     assert ranked.n_invalid == 0
     # beam >= catalogue: every item, including both Toy Story sequels and the prefix title
     assert all(sorted(row) == list(range(N)) for row in ranked.items.tolist())
-    exact = exact_scores(backbone, histories)
+    exact = exact_scores(backbone, histories, length_penalty=1.0)
     assert (ranked.items[:, 0] == exact.argmax(1)).all()
     assert np.allclose(ranked.scores, np.sort(exact, axis=1)[:, ::-1], atol=1e-4)
 
