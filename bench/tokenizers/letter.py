@@ -19,8 +19,8 @@ import numpy as np
 
 from bench.options import check
 from bench.tokenizers.base import COLLISION_POLICIES, FitContext, Tokenizer, collision_groups, semantic_codes
-from bench.tokenizers.rqvae import (SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig, assign,
-                                    checked_embeddings, parse_sizes, train_rqvae)
+from bench.tokenizers.rqvae import (INIT_METHODS, RQVAE_PRESETS, SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig,
+                                    assign, checked_embeddings, parse_sizes, train_rqvae)
 
 
 @dataclass
@@ -43,7 +43,9 @@ class LetterOptions:
     sinkhorn_epsilon: float = 0.003  # release: last level, epsilon 0.003
     sinkhorn_iters: int = 50  # release: 50
     kmeans_init: bool = True  # release: k-means initialisation
-    kmeans_iters: int = 100  # release: 100
+    init: str = "constrained"  # release: size-constrained k-means over the catalogue (`kmeans` = TIGER's)
+    kmeans_iters: int = 10  # release: KMeansConstrained(max_iter=10, n_init=10)
+    kmeans_restarts: int = 10
     select: str = "collision"  # lowest collision rate (release) or `last` epoch
     eval_every: int = 0  # epochs between collision-rate checks; 0 = epochs // 10 (release: 2000 of 20,000)
     export_rounds: int = 20  # release: up to 20 Sinkhorn re-encoding rounds
@@ -51,7 +53,7 @@ class LetterOptions:
 
     def __post_init__(self) -> None:
         for name in ("levels", "codebook_size", "latent_dim", "epochs", "batch_size", "kmeans_iters",
-                     "n_clusters", "cluster_min", "cluster_max", "sinkhorn_iters"):
+                     "n_clusters", "cluster_min", "cluster_max", "sinkhorn_iters", "kmeans_restarts"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1")
         check(self.levels <= 25, "levels must be <= 25 (one token letter per level)")
         check(self.codebook_size >= 2, "codebook_size must be >= 2")
@@ -62,15 +64,11 @@ class LetterOptions:
         check(self.eval_every >= 0, "eval_every must be >= 0")
         check(self.select in SELECT_POLICIES, f"select must be one of {SELECT_POLICIES}")
         check(self.collisions in COLLISION_POLICIES, f"collisions must be one of {COLLISION_POLICIES}")
+        check(self.init in INIT_METHODS, f"init must be one of {INIT_METHODS}")
         parse_sizes(self.hidden)
 
 
-# Per-preset overrides the lead's config passes to the constructor.
-PRESET_OPTIONS: dict[str, dict[str, object]] = {
-    "quick": {"codebook_size": 32, "epochs": 200, "batch_size": 128, "kmeans_iters": 20},  # 400 items, ~15 s
-    "cpu": {"epochs": 60, "batch_size": 256},  # ML-100K's 1,682 items in about a minute on 2 cores
-    "paper": {"epochs": 20000, "batch_size": 1024, "lr": 1e-3},  # the release's run
-}
+PRESET_OPTIONS = RQVAE_PRESETS  # the same budget as tiger's
 
 
 class LetterTokenizer(Tokenizer):
@@ -94,7 +92,7 @@ class LetterTokenizer(Tokenizer):
             beta_commit=o.beta_commit, sinkhorn_levels=last, sinkhorn_epsilon=o.sinkhorn_epsilon,
             sinkhorn_iters=o.sinkhorn_iters, alpha_cf=o.alpha, beta_div=o.beta, recon_weight=o.recon_weight,
             n_clusters=o.n_clusters, cluster_min=o.cluster_min, cluster_max=o.cluster_max,
-            kmeans_init=o.kmeans_init, kmeans_iters=o.kmeans_iters))
+            kmeans_init=o.kmeans_init, kmeans_iters=o.kmeans_iters, init=o.init, kmeans_restarts=o.kmeans_restarts))
         train = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
                             seed=ctx.seed, device=ctx.device, select=o.select, eval_every=o.eval_every)
         self.history = train_rqvae(model, x, h, train, ctx.log)

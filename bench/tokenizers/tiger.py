@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from bench.options import check
 from bench.tokenizers.base import FitContext, Tokenizer, semantic_codes
-from bench.tokenizers.rqvae import (SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig, checked_embeddings,
-                                    collision_rate, parse_sizes, train_rqvae)
+from bench.tokenizers.rqvae import (INIT_METHODS, RQVAE_PRESETS, SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig,
+                                    checked_embeddings, collision_rate, parse_sizes, train_rqvae)
 
 
 @dataclass
@@ -23,12 +23,14 @@ class TigerOptions:
     weight_decay: float = 1e-4  # LETTER's release
     beta_commit: float = 0.25  # paper: 0.25
     kmeans_init: bool = True  # paper: k-means initialisation of each codebook
-    kmeans_iters: int = 100  # LETTER's release
+    init: str = "kmeans"  # plain k-means as TIGER describes; `constrained` = LETTER's release
+    kmeans_iters: int = 100  # LETTER's release (plain k-means)
+    kmeans_restarts: int = 1
     select: str = "collision"  # lowest collision rate (LETTER's release) or `last` epoch
     eval_every: int = 0  # epochs between collision-rate checks for `select`; 0 = epochs // 10
 
     def __post_init__(self) -> None:
-        for name in ("levels", "codebook_size", "latent_dim", "epochs", "batch_size", "kmeans_iters"):
+        for name in ("levels", "codebook_size", "latent_dim", "epochs", "batch_size", "kmeans_iters", "kmeans_restarts"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1")
         check(self.levels <= 25, "levels must be <= 25 (one token letter per level)")
         check(self.codebook_size >= 2, "codebook_size must be >= 2")
@@ -36,15 +38,11 @@ class TigerOptions:
               "lr must be > 0, weight_decay and beta_commit >= 0")
         check(self.eval_every >= 0, "eval_every must be >= 0")
         check(self.select in SELECT_POLICIES, f"select must be one of {SELECT_POLICIES}")
+        check(self.init in INIT_METHODS, f"init must be one of {INIT_METHODS}")
         parse_sizes(self.hidden)
 
 
-# Per-preset overrides the lead's config passes to the constructor.
-PRESET_OPTIONS: dict[str, dict[str, object]] = {
-    "quick": {"codebook_size": 32, "epochs": 200, "batch_size": 128, "kmeans_iters": 20},  # 400 items, ~15 s
-    "cpu": {"epochs": 120, "batch_size": 256},  # ML-100K's 1,682 items in about a minute on 2 cores
-    "paper": {"epochs": 20000, "batch_size": 1024, "lr": 1e-3},
-}
+PRESET_OPTIONS = RQVAE_PRESETS  # the same budget as letter's
 
 
 class TigerTokenizer(Tokenizer):
@@ -58,7 +56,8 @@ class TigerTokenizer(Tokenizer):
         sizes = [o.codebook_size] * o.levels
         model = RQVAE(RQVAEConfig(d_in=x.shape[1], hidden=parse_sizes(o.hidden), latent_dim=o.latent_dim,
                                   codebook_sizes=tuple(sizes), beta_commit=o.beta_commit,
-                                  kmeans_init=o.kmeans_init, kmeans_iters=o.kmeans_iters))
+                                  kmeans_init=o.kmeans_init, kmeans_iters=o.kmeans_iters, init=o.init,
+                                  kmeans_restarts=o.kmeans_restarts))
         train = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
                             seed=ctx.seed, device=ctx.device, select=o.select, eval_every=o.eval_every)
         self.history = train_rqvae(model, x, None, train, ctx.log)
