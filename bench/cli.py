@@ -77,6 +77,8 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N"),
         click.option("--set", "sets", multiple=True, metavar="SECTION.NAME=VALUE",
                      help="Override a setting, e.g. recipe.tau=0.7, t5.d_model=64, letter.alpha=0. Repeatable."),
+        click.option("--tuned", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Folder of a `bench tune` run: each tokenizer trains with the settings chosen there on validation."),
     ]):
         fn = option(fn)
     return fn
@@ -89,18 +91,31 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @run_options
 @user_errors
 def run_cmd(tokenizers: str, reference: str | None, dataset: str, preset: str, backbone: str, lora: bool | None,
-            seeds: str, out: str, device: str, sets: tuple[str, ...]) -> None:
+            seeds: str, out: str, device: str, sets: tuple[str, ...], tuned: Path | None) -> None:
     """Train and evaluate each tokenizer with the same backbone and recipe."""
-    from bench.config import preset_config
     from bench.runner import run
+
+    config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets, tuned, reference=reference)
+    path = run(config, log=lambda msg: click.echo(msg, err=True))
+    echo_result(path)
+
+
+def make_config(tokenizers: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
+                device: str, sets: tuple[str, ...], tuned: Path | None = None, **fields: Any) -> Any:
+    """The RunConfig of `run`, `ablate` and `tune` from their shared options."""
+    from bench.config import preset_config
     from bench.tokenizers import parse_tokenizer_list
 
     specs = parse_tokenizer_list(tokenizers)
-    explicit = [s for s in tokenizers.split(",") if s.strip() and s.strip() != "all"]
-    config = preset_config(preset, parse_overrides(sets, backbone, lora), dataset=dataset, tokenizers=specs, explicit_tokenizers=explicit,
-                           seeds=parse_seeds(seeds), backbone=backbone, device=device, out=out, reference=reference)
-    path = run(config, log=lambda msg: click.echo(msg, err=True))
-    echo_result(path)
+    explicit = [s.strip() for s in tokenizers.split(",") if s.strip() and s.strip() != "all"]
+    config = preset_config(preset, parse_overrides(sets, backbone, lora), dataset=dataset, tokenizers=specs,
+                           explicit_tokenizers=explicit, seeds=parse_seeds(seeds), backbone=backbone, device=device,
+                           out=out, **fields)
+    if tuned is not None:
+        from bench.tuning import load_tuned
+
+        config.tuned = load_tuned(tuned, config)
+    return config
 
 
 def echo_result(path: object) -> None:
@@ -114,19 +129,41 @@ def echo_result(path: object) -> None:
 @run_options
 @user_errors
 def ablate_cmd(tokenizer: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
-               device: str, sets: tuple[str, ...]) -> None:
+               device: str, sets: tuple[str, ...], tuned: Path | None) -> None:
     """LETTER without each of its losses, against the full model (same data, split, seeds, backbone)."""
     from bench.ablation import letter_ablation
-    from bench.config import preset_config
     from bench.runner import default_out, run
 
-    config = preset_config(preset, parse_overrides(sets, backbone, lora), dataset=dataset, seeds=parse_seeds(seeds), backbone=backbone,
-                           device=device, out=out, explicit_tokenizers=["letter"])
-    config = letter_ablation(config)
+    config = letter_ablation(make_config("letter", dataset, preset, backbone, lora, seeds, out, device, sets, tuned))
     if not out:
         config.out = str(default_out(config)) + "-ablate-letter"
     path = run(config, log=lambda msg: click.echo(msg, err=True))
     echo_result(path)
+
+
+@main.command("tune")
+@click.option("--tokenizers", default="all", show_default=True, help="Comma list of tokenizer specs or `all`.")
+@click.option("--space", multiple=True, metavar="recipe.NAME=V1,V2",
+              help="Search space (repeatable); default: the preset's (bench/config.py TUNE_SPACES).")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Trials per tokenizer (0 = the whole grid).")
+@click.option("--sampler", default="grid", show_default=True, help="grid (every combination) or tpe (Optuna's TPE).")
+@run_options
+@user_errors
+def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str, dataset: str, preset: str, backbone: str,
+             lora: bool | None, seeds: str, out: str, device: str, sets: tuple[str, ...], tuned: Path | None) -> None:
+    """Choose recipe settings per tokenizer on validation only (the test split is never scored)."""
+    from bench.config import TUNE_SPACES
+    from bench.runner import default_out
+    from bench.tuning import parse_space, tune
+
+    if tuned is not None:
+        raise BenchError("bench tune takes no --tuned")
+    config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets)
+    folder = Path(out) if out else Path(str(default_out(config)) + "-tune")
+    chosen_space = parse_space(space) if space else TUNE_SPACES[preset]
+    path = tune(config, chosen_space, folder, trials, sampler, log=lambda msg: click.echo(msg, err=True))
+    click.echo(f"tuned: {path}")
 
 
 @main.command("tokenizers")

@@ -59,6 +59,9 @@ class Recipe:
     lr: float = 5e-4  # DESIGN 6: 5e-4 for t5, 1e-4 for causal
     weight_decay: float = 0.01
     warmup_ratio: float = 0.01
+    # cosine: decays to 0 at the epoch cap (LETTER-TIGER); constant: warm-up, then flat, so the
+    # cap is only a safety net and patience on validation ends training
+    schedule: str = "cosine"
     batch_size: int = 256
     epochs: int = 200
     samples_per_epoch: int = 0  # 0 = every training sample; else a fresh random subset each epoch
@@ -67,6 +70,9 @@ class Recipe:
     valid_users: int = 0  # validation users scored for early stopping; 0 = all
     tau: float = 1.0  # LETTER's ranking-guided loss: CE(logits / tau); 1 = plain CE
     beam: int = 20
+    # finished items rank by sum(log p) / length ** length_penalty, as Hugging Face's beam search
+    # (default 1.0), which P5, BIGRec and LETTER evaluate with; no effect on fixed-length codes
+    length_penalty: float = 1.0
     eval_batch_size: int = 64  # users per beam-search batch
     max_grad_norm: float = 1.0
     # item tokens of history the model reads (oldest whole items dropped beyond it); 0 = all
@@ -83,26 +89,57 @@ class Recipe:
         check(self.samples_per_epoch >= 0, "samples_per_epoch must be >= 0")
         check(self.tau > 0, "tau must be > 0")
         check(self.beam >= max(KS), f"beam must be >= the largest K ({max(KS)})")
+        check(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}")
         check(self.eval_batch_size > 0, "eval_batch_size must be > 0")
         check(self.max_input_tokens >= 0, "max_input_tokens must be >= 0 (0 = no budget)")
 
 
 KS = (5, 10, 20)
+SCHEDULES = ("cosine", "constant")
+SPLITS = ("leave-one-out", "temporal")
+CF_SOURCES = ("train", "shipped")
+
+
+@dataclass
+class DataOptions:
+    """How the data set is split and what interaction-fitted side data may be used."""
+
+    # leave-one-out (TIGER, LETTER, P5) or a global temporal split (Ji et al. 2023; Cornac's
+    # NextItemEvaluation.from_timestamps): train before one cut-off, validation and test after
+    split: str = "leave-one-out"
+    temporal_valid: float = 0.1  # temporal: share of all interactions (the latest) past the first cut-off
+    temporal_test: float = 0.05  # temporal: share of all interactions (the latest) past the second cut-off
+    # train: SASRec fitted on the training split (default); shipped: the data set's own CF
+    # embeddings (e.g. LETTER's X-32d-sasrec.pt), whose training split is unknown: external
+    cf_embeddings: str = "train"
+
+    def __post_init__(self) -> None:
+        check(self.split in SPLITS, f"split must be one of {', '.join(SPLITS)}")
+        check(0 < self.temporal_test < self.temporal_valid < 1,
+              "temporal_test and temporal_valid must satisfy 0 < temporal_test < temporal_valid < 1")
+        check(self.cf_embeddings in CF_SOURCES, f"cf_embeddings must be one of {', '.join(CF_SOURCES)}")
 
 _PRESET_RECIPES: dict[str, dict[str, Any]] = {
     # quick: `make run` (every tokenizer on 700 synthetic users) in about 3 minutes on 2 cores
     "quick": {"lr": 3e-3, "epochs": 3, "patience": 2, "valid_users": 200, "batch_size": 128},
-    # cpu: four passes over real data (ML-100K: 97k samples per pass; at weight decay 0.1 the ID
-    # model's validation NDCG@10 is .025, .038, .045, .047 after passes 1-4); `samples_per_epoch`
-    # draws a random subset per epoch when a pass is too slow
-    # max_input_tokens 100: the full 20-item history of every code of at most 5 tokens (id,
-    # tiger, letter); titles (~9 tokens with <sep> on ML-100K) keep their last ~10 items, which
-    # makes a text training step 4.3x cheaper (`bench perf --input-budgets 0,100`)
-    # weight_decay 0.1: on ML-100K the ID model at 0.01 ended at test NDCG@10 .0271 (popularity
-    # .0224, p = 0.30); at 0.1, .0352 (p = 0.009). Dropout 0 (.0230) or 0.3 and lr 1e-2 were worse
-    "cpu": {"lr": 3e-3, "weight_decay": 0.1, "epochs": 4, "samples_per_epoch": 0, "patience": 2, "valid_users": 500,
-            "batch_size": 128, "max_input_tokens": 100},
+    # cpu: real data on 2 CPU cores. lr and weight decay are chosen per tokenizer by `bench tune`
+    # on validation (TUNE_SPACES below; `bench run --tuned DIR`); untuned, lr 1e-3 (P5's) and the
+    # paper's weight decay 0.01 apply. No decay of the learning rate, a cap of 40 passes and
+    # patience 2 on all validation users: training ends when validation stops improving, not at
+    # the cap (each unit records which). max_input_tokens 100: the full 20-item history of every
+    # code of at most 5 tokens (id, tiger, letter); titles (~9 tokens with <sep> on ML-100K) keep
+    # their last ~10 items, which makes a text training step 4.3x cheaper (`bench perf
+    # --input-budgets 0,100`)
+    "cpu": {"lr": 1e-3, "weight_decay": 0.01, "schedule": "constant", "epochs": 40, "samples_per_epoch": 0,
+            "patience": 2, "valid_users": 0, "batch_size": 128, "max_input_tokens": 100},
     "paper": {"lr": 5e-4, "epochs": 200, "patience": 10, "valid_users": 0, "batch_size": 256},
+}
+# `bench tune`'s search space per preset: the same for every tokenizer (equal budgets).
+# cpu: a 2 x 2 grid around the a priori values (P5's lr 1e-3, the paper's weight decay 0.01)
+TUNE_SPACES: dict[str, dict[str, list[Any]]] = {
+    "quick": {"recipe.lr": [1e-3, 3e-3]},
+    "cpu": {"recipe.lr": [1e-3, 3e-3], "recipe.weight_decay": [0.01, 0.1]},
+    "paper": {"recipe.lr": [5e-4, 1e-3], "recipe.weight_decay": [0.01, 0.1]},
 }
 _PRESET_T5: dict[str, dict[str, Any]] = {
     "quick": {"num_layers": 2, "num_decoder_layers": 2, "d_model": 64, "d_ff": 256, "num_heads": 4, "d_kv": 16},
@@ -134,6 +171,7 @@ class RunConfig:
     t5: T5Size = field(default_factory=T5Size)
     causal: CausalOptions = field(default_factory=CausalOptions)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    data_options: DataOptions = field(default_factory=DataOptions)  # `--set data.NAME=VALUE`
     tokenizer_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     sasrec: dict[str, Any] = field(default_factory=dict)  # SASRec options (CF signal and reference row)
     embedding_model: str | None = None  # None = the packaged all-MiniLM-L6-v2
@@ -142,6 +180,8 @@ class RunConfig:
     variants: list[dict[str, Any]] = field(default_factory=list)
     ablation: dict[str, str] = field(default_factory=dict)  # label -> what the variant removes
     reference: str | None = None  # significance reference; None = letter when present
+    # settings chosen by `bench tune` (the folder, and per tokenizer its recipe overrides)
+    tuned: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -156,6 +196,7 @@ def preset_config(preset: str, overrides: dict[str, str] | None = None, **fields
     recipe = dict(_PRESET_RECIPES[preset])
     t5 = dict(_PRESET_T5[preset])
     causal: dict[str, Any] = {}
+    data: dict[str, Any] = {}
     if str(fields.get("backbone", "")).startswith("causal"):
         recipe["lr"] = _PRESET_CAUSAL_LR[preset]
     tok_options = default_tokenizer_options(preset)
@@ -175,13 +216,15 @@ def preset_config(preset: str, overrides: dict[str, str] | None = None, **fields
             causal[name] = value
         elif section == "synthetic":
             synthetic[name] = value
+        elif section == "data":
+            data[name] = value
         elif section == "sasrec":
             sasrec[name] = value
         else:
             from bench.tokenizers import TOKENIZERS
 
             if section not in TOKENIZERS:
-                raise BenchError(f"--set {key}: unknown section {section!r} (recipe, t5, causal, synthetic, sasrec or a tokenizer name)")
+                raise BenchError(f"--set {key}: unknown section {section!r} (recipe, t5, causal, data, synthetic, sasrec or a tokenizer name)")
             tok_options.setdefault(section, {})[name] = value
     return RunConfig(
         preset=preset,
@@ -189,6 +232,7 @@ def preset_config(preset: str, overrides: dict[str, str] | None = None, **fields
         t5=make_options(T5Size, t5, "t5"),
         causal=make_options(CausalOptions, causal, "causal"),
         synthetic=make_options(SyntheticSpec, synthetic, "synthetic"),
+        data_options=make_options(DataOptions, data, "data"),
         tokenizer_options=tok_options,
         sasrec=dataclasses.asdict(sasrec_options(sasrec)),
         **fields,

@@ -4,6 +4,7 @@ atomically and marked done, so a killed run loses no finished unit and a rerun r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import subprocess
@@ -20,7 +21,7 @@ from accelerate.utils import set_seed
 
 from bench.backbones import Backbone, check_backbone_spec, make_backbone
 from bench.config import KS, RunConfig, sasrec_options
-from bench.datasets import Dataset, Samples, Split, leave_one_out, load_dataset
+from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, popularity_ranking, target_ranks, tidy_means
 from bench.io import atomic_write_csv, atomic_write_text
@@ -32,8 +33,13 @@ from bench.training import evaluate, make_accelerator, train
 TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
 CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch
 # settings that must match for a rerun to resume in the same folder
-_RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "tokenizer_options", "sasrec",
-                "embedding_model")
+_RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "tokenizer_options",
+                "sasrec", "embedding_model", "tuned")
+
+
+def split_data(data: Dataset, config: RunConfig) -> Split:
+    o = config.data_options
+    return make_split(data, o.split, o.temporal_valid, o.temporal_test)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,6 +82,8 @@ class Embeddings:
 
     def __init__(self, data: Dataset, split: Split, config: RunConfig, device: torch.device, log: Callable[[str], None]):
         self.data, self.split, self.config, self.device, self.log = data, split, config, device, log
+        if config.data_options.cf_embeddings == "shipped" and data.cf_embeddings is None:
+            raise BenchError(f"data.cf_embeddings=shipped: {data.source} ships no CF embeddings")
         self._text: np.ndarray | None = None
         self._cf: dict[int, np.ndarray] = {}
         self.seconds: dict[str, float] = {}
@@ -99,8 +107,12 @@ class Embeddings:
             from bench.embeddings import cf_embeddings
 
             start = time.perf_counter()
+            shipped = self.config.data_options.cf_embeddings == "shipped"
+            if shipped:
+                self.log(f"CF embeddings: EXTERNAL, shipped with {self.data.source} (their training split is unknown: "
+                         "validation or test interactions may have been seen)")
             self._cf[seed] = cf_embeddings(self.data, self.split, sasrec_options(self.config.sasrec), seed=seed,
-                                           device=str(self.device), log=self.log)
+                                           shipped=shipped, device=str(self.device), log=self.log)
             self.seconds[f"cf_embeddings_seed{seed}"] = time.perf_counter() - start
         return self._cf[seed]
 
@@ -116,13 +128,25 @@ class Variant:
 
 
 def variants(config: RunConfig, specs: list[str]) -> list[Variant]:
+    """One per tokenizer (or the configured ablation variants); settings chosen by `bench
+    tune` (config.tuned) become each tokenizer's recipe overrides."""
     if config.variants:
-        return [Variant(v["label"], v["tokenizer"], dict(v.get("options", {})), dict(v.get("recipe", {})))
-                for v in config.variants if v["tokenizer"] in specs]
-    out = []
-    for spec in specs:
-        options = config.tokenizer_options.get(spec.partition(":")[0], {})
-        out.append(Variant(make_tokenizer(spec, options).label, spec, options, {}))
+        out = [Variant(v["label"], v["tokenizer"], dict(v.get("options", {})), dict(v.get("recipe", {})))
+               for v in config.variants if v["tokenizer"] in specs]
+    else:
+        out = []
+        for spec in specs:
+            options = config.tokenizer_options.get(spec.partition(":")[0], {})
+            out.append(Variant(make_tokenizer(spec, options).label, spec, options, {}))
+    if not config.tuned:
+        return out
+    chosen = config.tuned["chosen"]
+    for v in out:
+        name = make_tokenizer(v.tokenizer, v.options).label  # what bench tune named the tokenizer's study
+        if name not in chosen:
+            raise BenchError(f"--tuned {config.tuned['dir']}: no tuned settings for {name} (run bench tune on it first)")
+        for key, value in chosen[name]["settings"].items():
+            v.recipe.setdefault(key.partition(".")[2], value)  # an ablation's own recipe change wins
     return out
 
 
@@ -132,8 +156,9 @@ class Run:
     (computing any embeddings), runs the popularity and SASRec rows and writes every file;
     the others wait and load the codes it saved."""
 
-    def __init__(self, config: RunConfig, log: Callable[[str], None] = print):
+    def __init__(self, config: RunConfig, log: Callable[[str], None] = print, score_test: bool = True):
         self.config = config
+        self.score_test = score_test  # False: validation only (bench tune); the test split is removed
         self.out = Path(config.out) if config.out else default_out(config)
         self.device = resolve_device(config.device)
         self.accelerator = make_accelerator(self.device)
@@ -150,7 +175,11 @@ class Run:
     def prepare(self) -> None:
         start = time.perf_counter()
         self.data = load_dataset(self.config.dataset, self.config.synthetic)
-        self.split = leave_one_out(self.data)
+        self.split = split_data(self.data, self.config)
+        if not self.score_test:  # nothing downstream can score, or even see, a test item
+            self.split = replace(self.split, test=Samples(np.zeros(0, np.int64), [], np.zeros(0, np.int64)))
+        if self.config.data_options.split == "temporal":
+            self.log(f"temporal split: {len(self.split.valid)} validation and {len(self.split.test)} test users")
         self.data_seconds = time.perf_counter() - start
         if self.split.n_dropped_users:
             self.log(f"{self.split.n_dropped_users} users with fewer than 3 interactions dropped")
@@ -209,6 +238,7 @@ class Run:
         resolved = self.config.to_dict()
         resolved.update(out=str(self.out), device=str(self.device), tokenizers=self.tokenizers)
         resolved["labels"] = [v.label for v in self.variants]
+        resolved["score_test"] = self.score_test
         resolved["data"] = {"fingerprint": self.data.fingerprint(), "name": self.data.name, "source": self.data.source,
                             "n_users": self.data.n_users, "n_items": self.data.n_items,
                             "n_interactions": self.data.n_interactions, "n_dropped_users": self.split.n_dropped_users,
@@ -245,14 +275,15 @@ class Run:
     def run(self) -> Path:
         self.prepare()
         for seed in self.config.seeds:
-            if self.main:  # the others go on to the next barrier (tokenizer_unit)
+            if self.main and self.score_test:  # reference rows; the others go on to the next barrier
                 self.popularity_unit(seed)
                 self.sasrec_unit(seed)
             for variant in self.variants:
                 self.tokenizer_unit(variant, seed)
         if self.main:
             self.merge()
-            self.report()
+            if self.score_test:  # a validation-only trial has no report
+                self.report()
         self.accelerator.wait_for_everyone()
         return self.out
 
@@ -301,6 +332,8 @@ class Run:
         timings: dict[str, float] = {}
         set_seed(seed)
         codes_path = self.out / "codes" / f"{label}-seed{seed}.index.json"
+        reused = self._reuse_tuning_trial(variant, seed, unit, codes_path) if self.main else {}
+        self.accelerator.wait_for_everyone()
         same_codes = self._fitted_codes(variant, seed)
         have_codes = codes_path.exists() and codes_path.with_suffix(".state.json").exists()
         self.accelerator.wait_for_everyone()  # every process has chosen its branch before codes are written
@@ -341,10 +374,59 @@ class Run:
             rankings[name] = ranked.items
             invalid += ranked.n_invalid
         timings["evaluate"] = time.perf_counter() - start
-        history = [{**row, "best_epoch": result.best_epoch} for row in result.history]
+        history = [{**row, "best_epoch": result.best_epoch, "stopped_by": result.stopped_by} for row in result.history]
         if self.main:
-            self.write_unit(unit, label, seed, rankings, history, timings, extra={"invalid": invalid})
-            (unit / CHECKPOINT).unlink(missing_ok=True)  # the unit is done: its checkpoint is not needed
+            self.write_unit(unit, label, seed, rankings, history, timings,
+                            extra={"invalid": invalid, "stopped_by": result.stopped_by, "best_epoch": result.best_epoch,
+                                   "epochs": len(result.history), **reused})
+            if self.score_test:  # a tuning trial keeps it: `bench run --tuned` evaluates that model on test
+                (unit / CHECKPOINT).unlink(missing_ok=True)
+
+    def _reuse_tuning_trial(self, variant: Variant, seed: int, unit: Path, codes_path: Path) -> dict[str, str]:
+        """With --tuned, the unit of the tuning seed is the chosen trial's model: that trial
+        trained this tokenizer with these settings and this seed, and stopped on validation
+        (no test item was visible to it). Its codes and final checkpoint are copied here, so
+        training resumes at its end and only the evaluation (now with test) runs."""
+        from bench.tuning import trial_folder
+
+        if not self.config.tuned or seed != self.config.tuned["search"]["seed"] or (unit / CHECKPOINT).exists():
+            return {}
+        settings = {f"recipe.{k}": v for k, v in variant.recipe.items()}
+        folder = trial_folder(Path(self.config.tuned["dir"]), variant.tokenizer, settings)
+        source = folder / "units" / f"{variant.label}-seed{seed}"
+        trial_codes = folder / "codes" / codes_path.name
+        if not ((source / "done").exists() and (source / CHECKPOINT).exists() and trial_codes.exists()):
+            return {}
+        if not self._same_training(folder / "config.json", variant):
+            self.log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
+            return {}
+        import shutil
+
+        unit.mkdir(parents=True, exist_ok=True)
+        codes_path.parent.mkdir(parents=True, exist_ok=True)
+        for src, dst in ((trial_codes, codes_path), (trial_codes.with_suffix(".state.json"), codes_path.with_suffix(".state.json")),
+                         (source / CHECKPOINT, unit / CHECKPOINT)):
+            shutil.copyfile(src, dst)
+        self.log(f"{variant.label} seed {seed}: the model of tuning trial {folder} (chosen on validation)")
+        return {"from_tuning_trial": str(folder)}
+
+    def _same_training(self, trial_config_path: Path, variant: Variant) -> bool:
+        """The trial's config.json trained what this unit would: same data, split, backbone,
+        recipe (with the tuned settings), sizes, embeddings and tokenizer options."""
+        try:
+            old = json.loads(trial_config_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        new = self.config.to_dict()
+        new["recipe"] = dataclasses.asdict(replace(self.config.recipe, **variant.recipe))
+        name = variant.tokenizer.partition(":")[0]
+        for key in ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
+                    "embedding_model"):
+            if json.dumps(old.get(key), sort_keys=True, default=str) != json.dumps(new.get(key), sort_keys=True, default=str):
+                return False
+        same_options = old.get("tokenizer_options", {}).get(name) == variant.options
+        same_data = old.get("data", {}).get("fingerprint") == self.data.fingerprint()
+        return same_options and same_data and old.get("tokenizers") == [variant.tokenizer]
 
     def _fitted_codes(self, variant: Variant, seed: int) -> Path | None:
         """Codes already fitted in this folder by another variant with the same tokenizer settings."""
@@ -356,7 +438,7 @@ class Run:
         return None
 
     def _splits(self) -> list[tuple[str, Samples]]:
-        return [("valid", self.split.valid), ("test", self.split.test)]
+        return [("valid", self.split.valid), ("test", self.split.test)] if self.score_test else [("valid", self.split.valid)]
 
     def write_unit(self, unit: Path, label: str, seed: int, rankings: dict[str, np.ndarray],
                    history: list[dict], timings: dict[str, float], extra: dict | None = None) -> None:
@@ -407,7 +489,7 @@ def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], 
     """The tokenizer stage alone (same data, split, embeddings and options as a run)."""
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.synthetic)
-    split = leave_one_out(data)
+    split = split_data(data, config)
     embeddings = Embeddings(data, split, config, device, log)
     tokenizer = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {}))
     set_seed(seed)

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import InitProcessGroupKwargs, gather_object
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
 from bench.backbones import Backbone, CodeTrie, Ranked, beam_search
 from bench.config import KS, Recipe
@@ -38,6 +38,7 @@ class TrainResult:
     best_epoch: int = 0
     best_valid_ndcg: float = float("nan")
     seconds: float = 0.0
+    stopped_by: str = "cap"  # `patience` (validation stopped improving) or `cap` (recipe.epochs reached)
 
 
 def make_accelerator(device: torch.device) -> Accelerator:
@@ -95,7 +96,8 @@ def evaluate(backbone: Backbone, trie: CodeTrie, samples: Samples, recipe: Recip
     for lo in tqdm(mine, desc=desc, leave=False, unit="batch", disable=not _is_main(accelerator)):
         idx = order[lo: lo + recipe.eval_batch_size]
         with _autocast(backbone):
-            ranked = beam_search(backbone, trie, [samples.histories[i] for i in idx], recipe.beam, k)
+            ranked = beam_search(backbone, trie, [samples.histories[i] for i in idx], recipe.beam, k,
+                                 recipe.length_penalty)
         done.append((lo, ranked))
     if several:
         done = gather_object(done)
@@ -154,7 +156,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
     steps_per_epoch = math.ceil(math.ceil(per_epoch / recipe.batch_size) / n) * n
     total = steps_per_epoch * recipe.epochs
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
+    scheduler = make_scheduler(optimizer, recipe, total)
     result = TrainResult()
     best_state, best, waited, done_epochs, stopped, seconds = None, -1.0, 0, 0, False, 0.0
     saved = None
@@ -206,11 +208,23 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
         if stopped:
             log(f"{desc}: early stop after epoch {epoch} (best epoch {result.best_epoch})")
     accelerator.free_memory()  # drop accelerate's references to this unit's model and optimizer
+    result.stopped_by = "patience" if stopped else "cap"
+    if not stopped:
+        log(f"{desc}: reached the epoch cap ({recipe.epochs}) while validation was still improving "
+            f"within patience {recipe.patience} (best epoch {result.best_epoch})")
     if best_state is not None:
         backbone.load_state_dict(best_state)
     result.best_valid_ndcg = best
     result.seconds = time.perf_counter() - start
     return result
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int) -> Any:
+    """Warm-up over `warmup_ratio` of the steps, then cosine decay to 0 at the cap or flat."""
+    warmup = int(recipe.warmup_ratio * total_steps)
+    if recipe.schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 # -- checkpoints ---------------------------------------------------------------------------

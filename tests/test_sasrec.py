@@ -100,13 +100,16 @@ def test_cf_embeddings_are_cached(tmp_path, monkeypatch):
     np.testing.assert_array_equal(cf_embeddings(data, split, TINY, seed=0, cache_dir=tmp_path, progress=False), first)
 
 
-def test_shipped_cf_embeddings_are_used(tmp_path, monkeypatch):
-    given = np.ones((26, 32))
+def test_shipped_cf_embeddings_are_used_only_when_asked_for(tmp_path, monkeypatch):
+    given = np.ones((26, 8))
     data = hand_made()
     data.cf_embeddings = given
-    monkeypatch.setattr(sasrec, "train_sasrec", lambda *a, **k: pytest.fail("trained although embeddings were given"))
-    out = cf_embeddings(data, leave_one_out(data), cache_dir=tmp_path)
-    assert out.dtype == np.float32 and out.shape == (26, 32)
+    # default: trained on the training split, the shipped ones ignored (unknown provenance)
+    trained = cf_embeddings(data, leave_one_out(data), TINY, cache_dir=tmp_path, progress=False)
+    assert trained.shape == (26, 8) and not np.allclose(trained, 1.0)
+    monkeypatch.setattr(sasrec, "train_sasrec", lambda *a, **k: pytest.fail("trained although shipped embeddings were asked for"))
+    out = cf_embeddings(data, leave_one_out(data), TINY, shipped=True, cache_dir=tmp_path)
+    assert out.dtype == np.float32 and out.shape == (26, 8) and np.allclose(out, 1.0)
 
 
 def test_options_are_validated():

@@ -7,7 +7,7 @@ from typing import Callable
 from bench.datasets.letter import load_letter
 from bench.datasets.movielens import load_ml100k, load_ml1m
 from bench.datasets.schema import Dataset
-from bench.datasets.split import Samples, Split, leave_one_out
+from bench.datasets.split import Samples, Split, leave_one_out, make_split, temporal_split
 from bench.datasets.synthetic import SyntheticSpec, make_synthetic
 from bench.errors import BenchError
 
@@ -38,4 +38,5 @@ def load_dataset(spec: str, synthetic: SyntheticSpec | None = None) -> Dataset:
     return data
 
 
-__all__ = ["DATASETS", "Dataset", "Samples", "Split", "SyntheticSpec", "leave_one_out", "load_dataset", "make_synthetic"]
+__all__ = ["DATASETS", "Dataset", "Samples", "Split", "SyntheticSpec", "leave_one_out", "load_dataset", "make_split",
+           "make_synthetic", "temporal_split"]

@@ -20,8 +20,10 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _sequences(rows: list[tuple[str, str, int, int]], source: str) -> tuple[list[str], list[str], list[list[int]]]:
-    """rows: (user, item, timestamp, line number); sorted stably by (user, time)."""
+def _sequences(rows: list[tuple[str, str, int, int]], source: str
+               ) -> tuple[list[str], list[str], list[list[int]], list[list[int]]]:
+    """rows: (user, item, timestamp, line number); sorted stably by (user, time). Returns
+    items, users, each user's item sequence and the matching timestamps."""
     if not rows:
         raise DataError(source, "no interactions")
     items = sorted({r[1] for r in rows}, key=lambda x: (len(x), x) if x.isdigit() else (0, x))
@@ -30,8 +32,10 @@ def _sequences(rows: list[tuple[str, str, int, int]], source: str) -> tuple[list
     for user, item, ts, line in rows:
         by_user.setdefault(user, []).append((ts, line, item_index[item]))
     users = sorted(by_user, key=lambda x: (len(x), x) if x.isdigit() else (0, x))
-    seqs = [[it for _, _, it in sorted(by_user[u])] for u in users]
-    return items, users, seqs
+    ordered = [sorted(by_user[u]) for u in users]
+    seqs = [[it for _, _, it in rows_u] for rows_u in ordered]
+    times = [[ts for ts, _, _ in rows_u] for rows_u in ordered]
+    return items, users, seqs, times
 
 
 def _fields(path: Path, sep: str):
@@ -44,11 +48,11 @@ def _fields(path: Path, sep: str):
 
 def _dataset(name: str, path: str, rows: list[tuple[str, str, int, int]], meta: dict[str, dict[str, str]],
              data_file: Path, meta_file: Path) -> Dataset:
-    items, users, seqs = _sequences(rows, str(data_file))
+    items, users, seqs, times = _sequences(rows, str(data_file))
     missing = [it for it in items if it not in meta]
     if missing:
         raise DataError(meta_file, f"no entry for item {missing[0]} (and {len(missing) - 1} more) used in {data_file.name}")
-    return Dataset(name, items, users, seqs, [meta[it] for it in items], source=f"{name}:{path}")
+    return Dataset(name, items, users, seqs, [meta[it] for it in items], source=f"{name}:{path}", timestamps=times)
 
 
 def load_ml100k(path: str) -> Dataset:

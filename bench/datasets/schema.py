@@ -32,6 +32,7 @@ class Dataset:
     index_path: Path | None = None
     text_embeddings: np.ndarray | None = None
     cf_embeddings: np.ndarray | None = None
+    timestamps: list[list[int]] | None = None  # per user, aligned with `sequences` (a temporal split needs them)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -73,6 +74,8 @@ class Dataset:
         for u, seq in enumerate(self.sequences):
             if seq and (min(seq) < 0 or max(seq) >= self.n_items):
                 raise DataError(where, f"user {self.user_ids[u]} has an item id outside 0..{self.n_items - 1}")
+        if self.timestamps is not None and [len(t) for t in self.timestamps] != [len(s) for s in self.sequences]:
+            raise DataError(where, "timestamps do not match the interaction sequences")
         if self.item_text is not None and len(self.item_text) != self.n_items:
             raise DataError(where, f"{len(self.item_text)} item texts for {self.n_items} items")
         for name, emb in (("text embeddings", self.text_embeddings), ("CF embeddings", self.cf_embeddings)):

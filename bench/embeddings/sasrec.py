@@ -260,9 +260,15 @@ def train_sasrec(
     return model
 
 
-def _cache_file(data: Dataset, options: Options, seed: int, cache_dir: Path | None) -> Path:
-    key = json.dumps({"data": data.fingerprint(), "options": dataclasses.asdict(options), "seed": seed,
-                      "model": "sasrec-v1"}, sort_keys=True)
+def _cache_file(data: Dataset, split: Split, options: Options, seed: int, cache_dir: Path | None) -> Path:
+    """Keyed by the data, the split (its training sequences and validation samples: what the
+    model is fitted and early-stopped on), the options and the seed."""
+    h = hashlib.sha256()
+    for seq in split.train_sequences:
+        h.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
+    h.update(split.valid.users.tobytes() + split.valid.targets.tobytes())
+    key = json.dumps({"data": data.fingerprint(), "split": h.hexdigest()[:16], "options": dataclasses.asdict(options),
+                      "seed": seed, "model": "sasrec-v1"}, sort_keys=True)
     return Path(cache_dir or DEFAULT_CACHE_DIR) / f"sasrec-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
 
 
@@ -278,7 +284,7 @@ def load_or_train_sasrec(
 ) -> SASRec:
     """A trained SASRec from the on-disk cache (keyed by data fingerprint, options and seed),
     training and caching it on a miss. Used both for the CF signal and the reference row."""
-    path = _cache_file(data, options, seed, cache_dir)
+    path = _cache_file(data, split, options, seed, cache_dir)
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = SASRec(data.n_items, options)
@@ -292,11 +298,14 @@ def load_or_train_sasrec(
     return model
 
 
-def cf_embeddings(data: Dataset, split: Split, options: Options = Options(), seed: int = 0,
+def cf_embeddings(data: Dataset, split: Split, options: Options = Options(), seed: int = 0, shipped: bool = False,
                   **train_options: Any) -> np.ndarray:
-    """[n_items, d] float32: the data set's own CF embeddings (LETTER's X-32d-sasrec.pt,
-    shape-checked by the loader) when present, else the item table of `load_or_train_sasrec`
-    (`train_options`: its device, cache_dir, progress, log)."""
-    if data.cf_embeddings is not None:
+    """[n_items, d] float32: the item table of a SASRec trained on the training split by
+    `load_or_train_sasrec` (`train_options`: its device, cache_dir, progress, log); with
+    `shipped`, the data set's own CF embeddings instead (LETTER's X-32d-sasrec.pt, shape-checked
+    by the loader), whose training split is unknown."""
+    if shipped:
+        if data.cf_embeddings is None:
+            raise BenchError(f"{data.source or data.name}: no shipped CF embeddings")
         return np.asarray(data.cf_embeddings, dtype=np.float32)
     return load_or_train_sasrec(data, split, options, seed, **train_options).item_embeddings()

@@ -1,0 +1,239 @@
+"""`bench tune`: settings chosen on validation only, with the same search for every tokenizer.
+
+Each tokenizer gets its own Optuna study over the same search space, with the same sampler,
+seed and number of trials (equal budgets). A trial is an ordinary run of one tokenizer and
+one seed with the trial's settings, in `DIR/trials/<label>-<settings hash>/`, made in
+validation-only mode: the split's test part is removed before anything is fitted, so no test
+item is ever scored (or even visible) while settings are chosen. Trials resume like runs, and
+the Optuna journal (`DIR/optuna.journal`) lets a rerun, or a second process working on other
+tokenizers of the same folder, continue the studies. A lock per tokenizer keeps two processes
+from running the same study at once.
+
+Outputs: `tuning.csv` (one row per trial: tokenizer, trial, settings as JSON, validation
+NDCG@10, best epoch, why training stopped, seconds) and `tuned.json` (per tokenizer the
+settings with the best validation NDCG@10, with the search that chose them), which
+`bench run --tuned DIR` applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from bench.config import RunConfig
+from bench.errors import BenchError
+from bench.io import atomic_write_csv, atomic_write_text
+
+SAMPLERS = ("grid", "tpe")
+TUNING_COLUMNS = ["tokenizer", "trial", "settings", "valid_ndcg@10", "best_epoch", "epochs", "stopped_by", "seconds"]
+TUNABLE_SECTIONS = ("recipe",)  # settings a trial may change: the shared recipe's
+
+
+def parse_space(values: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
+    """`recipe.lr=1e-3,3e-3` -> {"recipe.lr": [0.001, 0.003]} (numbers parsed as floats/ints)."""
+    space: dict[str, list[Any]] = {}
+    for item in values:
+        key, eq, rest = item.partition("=")
+        key = key.strip()
+        if not eq or not rest.strip():
+            raise BenchError(f"--space {item!r}: expected SECTION.NAME=V1,V2,...")
+        space[key] = [_number(v.strip()) for v in rest.split(",") if v.strip()]
+    return space
+
+
+def _number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def check_space(space: dict[str, list[Any]], config: RunConfig) -> None:
+    """Only recipe settings, each a known field with valid values."""
+    from bench.config import Recipe
+    from bench.options import make_options
+
+    if not space:
+        raise BenchError("bench tune: the search space is empty")
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    for key, values in space.items():
+        section, _, name = key.partition(".")
+        if section not in TUNABLE_SECTIONS or name not in fields:
+            raise BenchError(f"--space {key}: only recipe settings can be tuned (e.g. recipe.lr, recipe.weight_decay)")
+        if not values:
+            raise BenchError(f"--space {key}: no values")
+        for value in values:
+            make_options(Recipe, {**dataclasses.asdict(config.recipe), name: value}, "recipe")
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def trial_config(config: RunConfig, spec: str, settings: dict[str, Any], folder: Path) -> RunConfig:
+    """The run a trial is: one tokenizer, the tuning seed, the trial's recipe settings."""
+    recipe = dataclasses.replace(config.recipe, **{k.partition(".")[2]: v for k, v in settings.items()})
+    return dataclasses.replace(config, tokenizers=[spec], explicit_tokenizers=[spec], recipe=recipe,
+                               out=str(folder), tuned={})
+
+
+def run_trial(config: RunConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train one trial in validation-only mode; its validation NDCG@10 and how training went."""
+    from bench.runner import Run
+
+    run = Run(config, log, score_test=False)
+    run.run()
+    label = run.variants[0].label
+    unit = run.unit_dir(label, config.seeds[0])
+    done = json.loads((unit / "done").read_text())
+    metrics = pd.read_csv(unit / "metrics.csv")
+    ndcg = metrics.query("split == 'valid' and metric == 'ndcg' and k == 10")["value"]
+    timings = pd.read_csv(unit / "timings.csv")
+    return {"label": label, "valid_ndcg@10": float(ndcg.iloc[0]), "best_epoch": done.get("best_epoch"),
+            "epochs": done.get("epochs"), "stopped_by": done.get("stopped_by"),
+            "seconds": float(timings["seconds"].sum())}
+
+
+def make_sampler(name: str, space: dict[str, list[Any]], seed: int) -> Any:
+    import optuna
+
+    if name == "grid":
+        return optuna.samplers.GridSampler(space, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def grid_size(space: dict[str, list[Any]]) -> int:
+    n = 1
+    for values in space.values():
+        n *= len(values)
+    return n
+
+
+def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int = 0, sampler: str = "grid",
+         log: Callable[[str], None] = print) -> Path:
+    """Run (or continue) every tokenizer's study; write tuning.csv and tuned.json."""
+    import optuna
+    from filelock import FileLock
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if sampler not in SAMPLERS:
+        raise BenchError(f"--sampler {sampler!r}: one of {', '.join(SAMPLERS)}")
+    check_space(space, config)
+    n_trials = trials or grid_size(space)
+    if sampler == "tpe" and not trials:
+        raise BenchError("--sampler tpe needs --trials N")
+    if len(config.seeds) != 1:
+        raise BenchError("bench tune trains each trial with one seed (--seeds N)")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_folder(out, config, space, sampler, n_trials)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(out / "optuna.journal")))
+    (out / "locks").mkdir(exist_ok=True)
+    from bench.tokenizers import make_tokenizer
+
+    for spec in config.tokenizers:
+        label = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label
+        with FileLock(str(out / "locks" / f"{label}.lock"), timeout=1):
+            study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
+                                        sampler=make_sampler(sampler, space, config.seeds[0]))
+            for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                # left by a killed process (the lock says no other one is at it): run it again
+                # (its folder resumes where it stopped)
+                study._storage.set_trial_state_values(frozen._trial_id, optuna.trial.TrialState.FAIL)
+                study.enqueue_trial(frozen.params)
+            remaining = n_trials - _n_finished(study)
+            if remaining > 0:
+                study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining)
+        write_summary(out, storage)
+    return write_summary(out, storage)
+
+
+def _n_finished(study: Any) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def trial_folder(out: Path, spec: str, settings: dict[str, Any]) -> Path:
+    return out / "trials" / f"{spec.replace(':', '-').replace('/', '-')}-{settings_hash(settings)}"
+
+
+def _evaluate(trial: Any, space: dict[str, list[Any]], config: RunConfig, spec: str, out: Path,
+              log: Callable[[str], None]) -> float:
+    """Optuna's objective: run the trial (resuming its folder); its validation NDCG@10."""
+    params = {name: trial.suggest_categorical(name, values) for name, values in space.items()}
+    folder = trial_folder(out, spec, params)
+    log(f"tune {spec} trial {trial.number}: {json.dumps(params)} in {folder}")
+    result = run_trial(trial_config(config, spec, params, folder), log)
+    trial.set_user_attr("result", result)
+    log(f"tune {spec} trial {trial.number}: valid NDCG@10 {result['valid_ndcg@10']:.4f} "
+        f"(best epoch {result['best_epoch']} of {result['epochs']}, stopped by {result['stopped_by']})")
+    return result["valid_ndcg@10"]
+
+
+def _check_folder(out: Path, config: RunConfig, space: dict[str, list[Any]], sampler: str, n_trials: int) -> None:
+    """A tuning folder holds one search: the same data, preset, seed, space and budget."""
+    path = out / "search.json"
+    search = {"dataset": config.dataset, "preset": config.preset, "backbone": config.backbone,
+              "seed": config.seeds[0], "space": space, "sampler": sampler, "trials": n_trials,
+              "data_options": dataclasses.asdict(config.data_options)}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BenchError(f"{path}: unreadable ({type(e).__name__}); use another --out") from None
+        for key, value in search.items():
+            if json.dumps(old.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
+                raise BenchError(f"{out}: holds a search with another {key}; use another --out")
+    else:
+        atomic_write_text(path, json.dumps(search, indent=2))
+
+
+def write_summary(out: Path, storage: Any) -> Path:
+    """tuning.csv from every finished trial of every study, and tuned.json: per tokenizer the
+    settings with the best validation NDCG@10 (the earliest trial on ties)."""
+    import optuna
+
+    search = json.loads((out / "search.json").read_text())
+    rows, chosen = [], {}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        for t in sorted(done, key=lambda t: t.number):
+            result = t.user_attrs.get("result", {})
+            rows.append({"tokenizer": summary.study_name, "trial": t.number, "settings": json.dumps(t.params, sort_keys=True),
+                         "valid_ndcg@10": t.value, "best_epoch": result.get("best_epoch"), "epochs": result.get("epochs"),
+                         "stopped_by": result.get("stopped_by"), "seconds": result.get("seconds")})
+        if done:
+            best = max(done, key=lambda t: (t.value, -t.number))
+            chosen[summary.study_name] = {"settings": best.params, "trial": best.number, "valid_ndcg@10": best.value,
+                                          "trials": len(done), "complete": len(done) >= search["trials"]}
+    atomic_write_csv(out / "tuning.csv", pd.DataFrame(rows, columns=TUNING_COLUMNS))
+    path = out / "tuned.json"
+    atomic_write_text(path, json.dumps({"search": search, "chosen": chosen}, indent=2))
+    return path
+
+
+def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
+    """tuned.json of `folder`, checked against the run it is applied to: same data set, preset,
+    backbone and data options, and a finished search for every tokenizer of the run."""
+    path = folder / "tuned.json"
+    if not path.is_file():
+        raise BenchError(f"--tuned {folder}: no tuned.json (run bench tune --out {folder} first)")
+    try:
+        tuned = json.loads(path.read_text())
+        search, chosen = tuned["search"], tuned["chosen"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BenchError(f"{path}: not a bench tune result ({type(e).__name__})") from None
+    for key, value in (("dataset", config.dataset), ("preset", config.preset), ("backbone", config.backbone),
+                       ("data_options", dataclasses.asdict(config.data_options))):
+        if json.dumps(search.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
+            raise BenchError(f"{path}: tuned with {key} {search.get(key)!r}, but this run uses {value!r}")
+    return {"dir": str(folder), "search": search, "chosen": chosen}
