@@ -127,3 +127,50 @@ def test_seed_summary():
 
 def test_stars():
     assert [stars(p) for p in (0.0001, 0.005, 0.03, 0.2, np.nan)] == ["***", "**", "*", "", ""]
+
+
+def _runs(n_seeds: int, n_users: int, effect: float, run_sd: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-seed per-user values of two rows: users shared, each training run shifted at random."""
+    rng = np.random.default_rng(seed)
+    users = rng.normal(0, 1, n_users)
+    make = lambda shift: np.stack([shift + rng.normal(0, run_sd) + users + rng.normal(0, 0.5, n_users)  # noqa: E731
+                                   for _ in range(n_seeds)])
+    return make(effect), make(0.0)
+
+
+def test_seed_aware_test_carries_training_variance_that_the_per_user_test_ignores():
+    """No true difference, large run-to-run variance: averaging seeds and pairing users calls
+    the chance difference of the runs significant; the seed-aware test does not."""
+    from bench.evaluation.significance import seed_aware_test
+
+    x, y = _runs(3, 2000, effect=0.0, run_sd=0.3, seed=4)
+    per_user = stats.ttest_rel(x.mean(0), y.mean(0)).pvalue
+    aware = seed_aware_test(x, y)
+    assert per_user < 1e-6 and aware["p_seed"] > 0.05
+    # a real effect far above the run variance is still found
+    x, y = _runs(3, 2000, effect=2.0, run_sd=0.05, seed=4)
+    assert seed_aware_test(x, y)["p_seed"] < 0.001
+    assert np.isnan(seed_aware_test(x[:1], y)["p_seed"])  # one seed: no training variance to estimate
+
+
+def test_seed_aware_standard_error_agrees_with_a_fitted_mixed_model():
+    """statsmodels' REML fit of the crossed model (user, user x row, run random effects) on a
+    small design: our method-of-moments standard error is within 20 % of it."""
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    from bench.evaluation.significance import seed_aware_test
+
+    x, y = _runs(4, 40, effect=0.5, run_sd=0.4, seed=1)
+    rows = [{"user": u, "row": name, "run": f"{name}{s}", "value": m[s, u], "is_x": float(name == "x")}
+            for name, m in (("x", x), ("y", y)) for s in range(len(m)) for u in range(m.shape[1])]
+    frame = pd.DataFrame(rows)
+    frame["user_row"] = frame["user"].astype(str) + frame["row"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = smf.mixedlm("value ~ is_x", frame, groups=np.ones(len(frame)),
+                          vc_formula={"user": "0 + C(user)", "run": "0 + C(run)", "user_row": "0 + C(user_row)"}).fit(reml=True)
+    ours = seed_aware_test(x, y)
+    assert fit.params["is_x"] == pytest.approx(x.mean() - y.mean(), rel=1e-6)
+    assert ours["se_seed"] == pytest.approx(fit.bse["is_x"], rel=0.2)

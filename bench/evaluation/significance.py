@@ -22,7 +22,7 @@ MRR_K = 20  # metrics.csv stores MRR with k = 20 (the longest ranking)
 
 SIGNIFICANCE_COLUMNS = ["dataset", "split", "metric", "k", "tokenizer", "reference", "n_users", "n_seeds",
                         "mean", "ref_mean", "ci_low", "ci_high", "diff", "rel_diff", "d_z",
-                        "p_ttest", "p_perm", "p_holm", "p_perm_holm"]
+                        "p_ttest", "p_perm", "p_holm", "p_perm_holm", "se_seed", "df_seed", "p_seed", "p_seed_holm"]
 
 
 @dataclass
@@ -125,6 +125,37 @@ def permutation_pvalue(x: np.ndarray, y: np.ndarray, n_resamples: int = 10000, s
     return float(res.pvalue)
 
 
+def seed_aware_test(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """A test of mean(x) - mean(y) that carries the variance between training runs (seeds).
+
+    x [n_seeds_x, n_users], y [n_seeds_y, n_users]: per-seed per-user values of two rows on the
+    same users. Model (a linear mixed model with crossed random effects): value = mu + effect
+    of the row + user + user x row + run (row x seed) + noise. On this balanced design its
+    method-of-moments estimate of Var(difference of means) is
+        Var_u(d_u) / n_users + s_x^2 / n_x + s_y^2 / n_y,
+    d_u the per-user difference of seed-averaged values (user sampling, as the paired t-test),
+    s^2 the variance of a row's per-seed means (training variance; users cancel in it), with
+    Satterthwaite's degrees of freedom. With one seed in either row the training variance
+    cannot be estimated: NaN."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    out = {"se_seed": np.nan, "df_seed": np.nan, "p_seed": np.nan}
+    n_x, n_y, n_users = len(x), len(y), x.shape[1]
+    if n_x < 2 or n_y < 2 or n_users < 2:
+        return out
+    d = x.mean(0) - y.mean(0)
+    parts = [(d.var(ddof=1) / n_users, n_users - 1), (x.mean(1).var(ddof=1) / n_x, n_x - 1),
+             (y.mean(1).var(ddof=1) / n_y, n_y - 1)]
+    var = sum(v for v, _ in parts)
+    diff = float(d.mean())
+    if var == 0:
+        out.update(se_seed=0.0, p_seed=1.0 if diff == 0 else 0.0)
+        return out
+    df = var**2 / sum(v**2 / dof for v, dof in parts if v > 0)
+    t = diff / np.sqrt(var)
+    out.update(se_seed=float(np.sqrt(var)), df_seed=float(df), p_seed=float(2 * stats.t.sf(abs(t), df)))
+    return out
+
+
 def holm(pvalues: pd.Series) -> pd.Series:
     """Holm-corrected p-values over the finite entries (NaN stays NaN)."""
     out = pd.Series(np.nan, index=pvalues.index)
@@ -151,6 +182,7 @@ def significance(per_user: pd.DataFrame, options: SignificanceOptions | None = N
     data = long_per_user(frame)
     n_seeds = data.groupby(["dataset", "tokenizer"])["seed"].nunique()
     users = (data.groupby(["dataset", "metric", "k", "tokenizer", "user"], sort=False)["value"].mean())
+    per_seed = data.set_index(["dataset", "metric", "k", "tokenizer", "seed", "user"])["value"].sort_index()
     rows = []
     for (dataset, metric, k), block in users.groupby(level=["dataset", "metric", "k"], sort=True):
         table = block.droplevel(["dataset", "metric", "k"]).unstack("tokenizer")
@@ -166,11 +198,21 @@ def significance(per_user: pd.DataFrame, options: SignificanceOptions | None = N
                 row["ref_mean"] = float(y.mean()) if len(y) else np.nan
                 if tok != reference:
                     row.update(paired_tests(x, y, opt.n_resamples, opt.seed))
+                    row.update(seed_aware_test(_seed_matrix(per_seed, dataset, metric, k, tok, pair.index),
+                                               _seed_matrix(per_seed, dataset, metric, k, reference, pair.index)))
             rows.append(row)
     out = pd.DataFrame(rows).reindex(columns=SIGNIFICANCE_COLUMNS)
     out["p_holm"] = holm(out["p_ttest"])
     out["p_perm_holm"] = holm(out["p_perm"])
+    out["p_seed_holm"] = holm(out["p_seed"])
     return out
+
+
+def _seed_matrix(per_seed: pd.Series, dataset: str, metric: str, k: int, tokenizer: str, users: pd.Index) -> np.ndarray:
+    """[n_seeds, n_users] values of one row, users in the given order; seeds that lack any of
+    these users are left out (a killed run's partial seed)."""
+    table = per_seed.loc[(dataset, metric, k, tokenizer)].unstack("user")
+    return table.reindex(columns=users).dropna().to_numpy()
 
 
 def seed_summary(metrics: pd.DataFrame) -> pd.DataFrame:

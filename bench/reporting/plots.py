@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.evaluation.significance import REFERENCE_ROWS, stars  # noqa: E402
+from bench.reporting.protocol import mark_p  # noqa: E402
 from bench.io import atomic_write  # noqa: E402
 
 BAR_METRICS = ("recall", "ndcg")
@@ -190,7 +191,7 @@ def effect_matrix(sig: pd.DataFrame | None, path: Path) -> Path | None:
     order = [_label(m, k) for m, k in pairs]
     rows = row_order(list(data["tokenizer"]))
     values = data.pivot_table(index="tokenizer", columns="column", values="rel_diff").reindex(index=rows, columns=order) * 100
-    marks = data.assign(mark=[stars(p) for p in data["p_holm"]]).pivot(index="tokenizer", columns="column", values="mark")
+    marks = data.assign(mark=[stars(p) for p in mark_p(data)]).pivot(index="tokenizer", columns="column", values="mark")
     marks = marks.reindex(index=rows, columns=order).fillna("")
     text = values.map(lambda v: "" if pd.isna(v) else f"{v:+.1f}%") + marks
     limit = float(np.nanmax(np.abs(values.to_numpy()))) if np.isfinite(values.to_numpy()).any() else 1.0
@@ -199,7 +200,8 @@ def effect_matrix(sig: pd.DataFrame | None, path: Path) -> Path | None:
                 cbar_kws={"label": "difference to reference (%)"}, linewidths=0.5)
     ax.set_xlabel("metric")
     ax.set_ylabel("tokenizer")
-    ax.set_title(f"Relative difference to {sig['reference'].iloc[0]} (Holm: * <.05, ** <.01, *** <.001)")
+    test = "seed-aware test" if "p_seed_holm" in data.columns and data["p_seed_holm"].notna().any() else "paired t-test"
+    ax.set_title(f"Relative difference to {sig['reference'].iloc[0]} ({test}, Holm: * <.05, ** <.01, *** <.001)")
     return _save(fig, path)
 
 

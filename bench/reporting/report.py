@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, DataError
@@ -15,6 +16,7 @@ from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, 
                                            significance, stars)
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.reporting import plots
+from bench.reporting.protocol import mark_p, marks_note, protocol_section
 from bench.results import has_units, merge_units
 
 REQUIRED = {
@@ -175,9 +177,9 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
     if sig is not None and not sig.empty:
         data = sig[sig["split"] == split]
         ref = data["reference"].iloc[0]
-        lines += [f"Mean over test users, [95% bootstrap CI], marks: paired t-test against **{ref}**, "
-                  "Holm-corrected over all comparisons (* p<0.05, ** p<0.01, *** p<0.001). "
-                  "Per-user values are averaged over seeds first.", ""]
+        lines += [f"Mean over test users (per-user values averaged over seeds), [95% bootstrap CI]; tests against "
+                  f"**{ref}**; {marks_note(data)} (* p<0.05, ** p<0.01, *** p<0.001).", ""]
+        data = data.assign(_mark_p=mark_p(data))
         rows = []
         for tok in plots.row_order(list(data["tokenizer"])):
             row = {"tokenizer": tok}
@@ -185,7 +187,7 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
                 hit = data[(data["tokenizer"] == tok) & (data["metric"] == metric) & (data["k"] == k)]
                 if not hit.empty:
                     r = hit.iloc[0]
-                    row[_label(metric, k)] = f"{_num(r['mean'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]{stars(r['p_holm'])}"
+                    row[_label(metric, k)] = f"{_num(r['mean'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]{stars(r['_mark_p'])}"
             rows.append(row)
         lines += [md_table(pd.DataFrame(rows).fillna("")), ""]
         effects = data[(data["tokenizer"] != data["reference"])
@@ -200,8 +202,13 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
                 "d_z": effects["d_z"].map(lambda v: _num(v, 3)), "p (t)": effects["p_ttest"].map(_p),
                 "p (perm.)": effects["p_perm"].map(_p), "p (Holm)": effects["p_holm"].map(_p),
             })
+            if "p_seed" in effects.columns and effects["p_seed"].notna().any():
+                table["p (seeds)"] = effects["p_seed"].map(_p).to_numpy()
+                table["p (seeds, Holm)"] = effects["p_seed_holm"].map(_p).to_numpy()
             lines += [f"Effect sizes against {ref} (difference, relative difference, Cohen's d_z) "
-                      "next to the p-values: with many users tiny differences are significant.", "",
+                      "next to the p-values: with many users tiny differences are significant. p (t), p (perm.) and "
+                      "p (Holm): paired over users on seed-averaged values; p (seeds): the seed-aware test, which also "
+                      "counts the variance between training runs.", "",
                       md_table(table), ""]
     seeds = seeds[seeds["split"] == split]
     if sig is None or (not seeds.empty and seeds["n_seeds"].max() > 1):
@@ -237,11 +244,13 @@ def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, split: st
             r = hit.iloc[0]
             row[_label(metric, 10)] = _num(r["mean"])
             if label != ref:
-                row[f"{_label(metric, 10)} vs {ref}"] = (f"{100 * r['rel_diff']:+.1f}% (p {_p(r['p_holm'])})"
+                seed_p = f", seeds {_p(r['p_seed_holm'])}" if not pd.isna(r.get("p_seed_holm", np.nan)) else ""
+                row[f"{_label(metric, 10)} vs {ref}"] = (f"{100 * r['rel_diff']:+.1f}% (p users {_p(r['p_holm'])}{seed_p})"
                                                         if not pd.isna(r["rel_diff"]) else "")
         rows.append(row)
-    return ["## Ablation", "", f"Each variant against **{ref}** ({split} split; relative difference, Holm-corrected "
-            "paired t-test p-value):", "", md_table(pd.DataFrame(rows).fillna("")), ""]
+    return ["## Ablation", "", f"Each variant against **{ref}** ({split} split; relative difference; Holm-corrected "
+            "p-values of the paired t-test over users and of the seed-aware test):", "",
+            md_table(pd.DataFrame(rows).fillna("")), ""]
 
 
 def code_section(stats: pd.DataFrame | None) -> list[str]:
@@ -326,6 +335,7 @@ def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, si
            metrics: pd.DataFrame, timings: pd.DataFrame | None, plot_files: list[Path]) -> str:
     lines = [f"# Run {config.get('run', Path(run_dir).name)}", ""]
     lines += config_section(config, sig)
+    lines += protocol_section(config, load_csv(run_dir, "history.csv"), md_table)
     lines += metrics_section(sig, seed_summary(metrics))
     lines += ablation_section(config, sig)
     lines += code_section(stats)

@@ -1,0 +1,113 @@
+"""The report's protocol section: how every setting was chosen, why each unit stopped, which
+split and side data were used, and which test each significance mark comes from. A reader
+checks from it that nothing was chosen on test and that every unit converged."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.evaluation.significance import stars
+
+
+def mark_p(sig: pd.DataFrame) -> pd.Series:
+    """The p-value behind each significance mark: the seed-aware test (Holm) where the row and
+    the reference both have two or more seeds, else the per-user paired t-test (Holm)."""
+    if "p_seed_holm" not in sig.columns:
+        return sig["p_holm"]
+    return sig["p_seed_holm"].where(sig["p_seed_holm"].notna(), sig["p_holm"])
+
+
+def marks(sig: pd.DataFrame) -> pd.Series:
+    return mark_p(sig).map(stars)
+
+
+def marks_note(sig: pd.DataFrame) -> str:
+    """One sentence naming the test behind the marks of this run."""
+    seed_aware = "p_seed_holm" in sig.columns and sig["p_seed_holm"].notna().any()
+    if seed_aware:
+        return ("marks: the seed-aware test (users and training runs as random effects, so the variance "
+                "between seeds counts), Holm-corrected over all comparisons; rows with one seed use the "
+                "paired t-test over users (Holm) instead")
+    return "marks: paired t-test over users, Holm-corrected over all comparisons (one seed: no seed-aware test)"
+
+
+def settings_rows(config: dict[str, Any]) -> list[dict[str, str]]:
+    """Per tokenizer: the learning rate and weight decay it trained with and how they were chosen."""
+    recipe = config.get("recipe") or {}
+    tuned = config.get("tuned") or {}
+    chosen = tuned.get("chosen") or {}
+    search = tuned.get("search") or {}
+    rows = []
+    for label in config.get("labels") or config.get("tokenizers") or []:
+        name = str(label)
+        hit = chosen.get(name) or chosen.get(name.split("-")[0])
+        if hit:
+            values = ", ".join(f"{k.partition('.')[2]} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                               for k, v in hit["settings"].items())
+            how = (f"bench tune on validation: {search.get('sampler', 'grid')} over "
+                   f"{json.dumps(search.get('space', {}))}, {hit.get('trials')} trials, seed {search.get('seed')}; "
+                   f"best validation NDCG@10 {hit.get('valid_ndcg@10', float('nan')):.4f}")
+        else:
+            values = f"lr {recipe.get('lr', '')}, weight_decay {recipe.get('weight_decay', '')}"
+            how = "a priori (the preset's values; not tuned)"
+        rows.append({"row": name, "settings": values, "how chosen": how})
+    return rows
+
+
+def stopping_table(history: pd.DataFrame | None, recipe: dict[str, Any]) -> pd.DataFrame | None:
+    """Per unit: epochs trained, best epoch, and why it stopped. Units of runs made before
+    `stopped_by` was recorded get it inferred from the training rule: patience ran out if
+    training ended before the cap or `patience` epochs after the best one."""
+    if history is None or history.empty or "epoch" not in history.columns:
+        return None
+    rows = []
+    for (tok, seed), unit in history.groupby(["tokenizer", "seed"], sort=False):
+        epochs = int(unit["epoch"].max())
+        best = unit["best_epoch"].iloc[-1] if "best_epoch" in unit.columns else np.nan
+        stopped = unit["stopped_by"].iloc[-1] if "stopped_by" in unit.columns else np.nan
+        if pd.isna(stopped) and not pd.isna(best) and recipe.get("epochs") and recipe.get("patience"):
+            ran_out = epochs < recipe["epochs"] or epochs - int(best) >= recipe["patience"] * recipe.get("eval_every", 1)
+            stopped = ("patience" if ran_out else "cap") + " (inferred)"
+        shown = "not recorded" if pd.isna(stopped) else str(stopped)
+        rows.append({"row": tok, "seed": int(seed), "epochs": epochs, "best epoch": "" if pd.isna(best) else int(best),
+                     "stopped by": shown.replace("cap", "CAP: not converged", 1) if shown.startswith("cap") else shown})
+    return pd.DataFrame(rows)
+
+
+def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_table: Any) -> list[str]:
+    if "data_options" not in config:  # made before the protocol was recorded
+        lines = ["## Protocol", "", "This run predates the protocol record: how its settings were chosen was not "
+                 "recorded (they may have been chosen on test), nor was the split or CF source.", ""]
+        stops = stopping_table(history, config.get("recipe") or {})
+        if stops is not None:
+            lines += ["Why each unit stopped (inferred from its history):", "", md_table(stops), ""]
+        return lines
+    data = config.get("data_options") or {}
+    split = data.get("split", "leave-one-out")
+    cf = data.get("cf_embeddings", "train")
+    lines = ["## Protocol", "",
+             f"- Split: **{split}**" + (" (global temporal: training before one cut-off, validation and test after it)"
+                                       if split == "temporal" else " (last item test, second to last validation)") + ".",
+             "- CF embeddings (LETTER's collaborative signal): " + (
+                 "**EXTERNAL**: shipped with the data set; their training split is unknown, so validation or test "
+                 "interactions may have reached LETTER's CF loss." if cf == "shipped"
+                 else "SASRec trained on this run's training split."),
+             "- Nothing was chosen on the test split: settings are a priori or chosen by `bench tune` on validation "
+             "(below); early stopping uses validation NDCG@10.", ""]
+    settings = settings_rows(config)
+    if settings:
+        lines += ["How each row's learning rate and weight decay were chosen:", "", md_table(pd.DataFrame(settings)), ""]
+    stops = stopping_table(history, config.get("recipe") or {})
+    if stops is not None:
+        capped = stops[stops["stopped by"].astype(str).str.startswith("CAP")]
+        lines += [f"Why each unit stopped (patience {(config.get('recipe') or {}).get('patience', '')} evaluations "
+                  f"without a better validation NDCG@10, cap {(config.get('recipe') or {}).get('epochs', '')} epochs):", "",
+                  md_table(stops), ""]
+        if not capped.empty:
+            lines += [f"**{len(capped)} unit(s) stopped at the epoch cap while validation was still improving: "
+                      "they may not have converged.**", ""]
+    return lines
