@@ -362,7 +362,7 @@ class Run:
         set_seed(seed)
         backbone = make_backbone(self.config.backbone, tokenizer, replace(self.config, recipe=recipe)).to(self.device)
         if recipe.max_input_tokens:
-            self.log(f"{label}: {history_read(backbone, self.split.test.histories)}")
+            self.log(f"{label}: {history_read(backbone, self._splits()[-1][1].histories)}")  # test, or validation when tuning
         result = train(backbone, self.split.train, self.split.valid, recipe, seed, self.log, desc=label,
                        accelerator=self.accelerator, checkpoint=unit / CHECKPOINT)
         timings["train"] = result.seconds

@@ -1,0 +1,236 @@
+"""The protocol (DESIGN 7b): nothing chosen on test, equal budgets, stopping by patience
+recorded, the recipe's tau and best-state restore, the temporal split, external CF named."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench import runner as runner_module
+from bench import training
+from bench.backbones import Ranked, T5Backbone
+from bench.backbones.base import ce_loss
+from bench.cli import main
+from bench.config import Recipe, T5Size, default_tokenizer_options, preset_config
+from bench.datasets import Dataset, SyntheticSpec, leave_one_out, make_synthetic, temporal_split
+from bench.errors import BenchError
+from bench.reporting.protocol import protocol_section, stopping_table
+from bench.tokenizers import FitContext, make_tokenizer
+from bench.tuning import load_tuned, tune
+
+TINY = {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "2", "recipe.valid_users": "0",
+        "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2", "t5.d_kv": "16", "t5.num_layers": "1",
+        "t5.num_decoder_layers": "1", "sasrec.epochs": "1"}
+TINY_T5 = T5Size(num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=2, d_kv=16, dropout=0.0)
+
+
+def _id_backbone(n_items: int = 30):
+    data = make_synthetic(SyntheticSpec(n_items=n_items, n_users=40, seed=1))
+    split = leave_one_out(data)
+    tok = make_tokenizer("id")
+    tok.fit(FitContext(data, split, 0, log=lambda m: None))
+    torch.manual_seed(0)
+    return T5Backbone(tok, TINY_T5), split
+
+
+# -- nothing chosen on test ---------------------------------------------------------------------
+def test_tuning_never_sees_the_test_split(tmp_path, monkeypatch):
+    """Changing every user's test item changes nothing in tuning.csv (but the seconds), and no
+    trial scores a test user."""
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    space = {"recipe.lr": [1e-3, 3e-3]}
+    first = pd.read_csv(tune(config, space, tmp_path / "a", log=lambda m: None).parent / "tuning.csv")
+
+    real = runner_module.load_dataset
+
+    def other_test_items(*args, **kwargs):
+        data = real(*args, **kwargs)
+        data.sequences = [s[:-1] + [(s[-1] + 7) % data.n_items] for s in data.sequences]
+        return data
+
+    monkeypatch.setattr(runner_module, "load_dataset", other_test_items)
+    second = pd.read_csv(tune(config, space, tmp_path / "b", log=lambda m: None).parent / "tuning.csv")
+    assert len(first) == 2
+    pd.testing.assert_frame_equal(first.drop(columns="seconds"), second.drop(columns="seconds"))
+    for trial in (tmp_path / "a" / "trials").iterdir():
+        per_user = pd.read_csv(trial / "per_user.csv")
+        assert set(per_user["split"]) == {"valid"}
+        assert json.loads((trial / "config.json").read_text())["data"]["n_test"] == 0
+
+
+def test_tuned_settings_become_each_tokenizers_recipe_and_are_checked(tmp_path):
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    path = tune(config, {"recipe.weight_decay": [0.0, 0.05]}, tmp_path / "t", log=lambda m: None)
+    tuned = json.loads(path.read_text())
+    best = tuned["chosen"]["id"]
+    frame = pd.read_csv(tmp_path / "t" / "tuning.csv")
+    assert best["valid_ndcg@10"] == frame["valid_ndcg@10"].max()  # the best on validation is chosen
+    run = dataclasses.replace(config, tuned=load_tuned(tmp_path / "t", config))
+    [variant] = runner_module.variants(run, ["id"])
+    assert variant.recipe == {"weight_decay": best["settings"]["recipe.weight_decay"]}
+    with pytest.raises(BenchError, match="no tuned settings for text"):
+        runner_module.variants(run, ["text"])
+    other = preset_config("cpu", dataset="synthetic", tokenizers=["id"])
+    with pytest.raises(BenchError, match="tuned with preset"):
+        load_tuned(tmp_path / "t", other)
+
+
+def test_bench_tune_cli_refuses_test_keys_and_writes_its_files(tmp_path):
+    args = ["tune", "--tokenizers", "id", "--out", str(tmp_path / "t"), "--device", "cpu"]
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(main, [*args, "--space", "t5.d_model=16,32", *sets])
+    assert result.exit_code == 2 and "only recipe settings" in result.output
+    result = CliRunner().invoke(main, [*args, "--space", "recipe.lr=0.001,0.002", *sets])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "t" / "tuning.csv").is_file() and (tmp_path / "t" / "tuned.json").is_file()
+
+
+# -- equal budgets --------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["quick", "cpu", "paper"])
+def test_rqvae_tokenizers_train_with_one_budget(preset):
+    options = default_tokenizer_options(preset)
+    tiger = make_tokenizer("tiger", options["tiger"]).options
+    letter = make_tokenizer("letter", options["letter"]).options
+    for name in ("epochs", "batch_size", "lr", "weight_decay", "select", "eval_every", "codebook_size", "latent_dim"):
+        assert getattr(tiger, name) == getattr(letter, name), name
+
+
+# -- the recipe reaches training ------------------------------------------------------------------
+def test_tau_reaches_the_training_loss(monkeypatch):
+    backbone, split = _id_backbone()
+    batch = backbone.collate(split.train.histories[:8], split.train.targets[:8].tolist())
+    logits = backbone.model(**{k: v for k, v in batch.items()}).logits
+    assert backbone.loss(batch, 0.5).item() == pytest.approx(ce_loss(logits, batch["labels"], 0.5).item(), rel=1e-5)
+    assert backbone.loss(batch, 0.5).item() != pytest.approx(backbone.loss(batch, 1.0).item(), rel=1e-3)
+    seen = []
+    real = T5Backbone.loss
+    monkeypatch.setattr(T5Backbone, "loss", lambda self, b, tau=1.0: (seen.append(tau), real(self, b, tau))[1])
+    recipe = Recipe(epochs=1, batch_size=64, tau=0.7, valid_users=10)
+    training.train(backbone, split.train, split.valid, recipe, 0, log=lambda m: None)
+    assert seen and set(seen) == {0.7}
+
+
+def _scripted_validation(monkeypatch, backbone, ndcgs):
+    """Validation returns NDCG@10 = ndcgs[i] at its i-th call (a hit at rank 1 for that share
+    of users); the backbone's weights at each call are kept."""
+    states = []
+
+    def fake_evaluate(bb, trie, samples, recipe, **kwargs):
+        states.append({k: v.clone() for k, v in bb.state_dict().items()})
+        share = ndcgs[len(states) - 1]
+        items = np.full((len(samples), 20), -1, dtype=np.int64)
+        hit = np.arange(len(samples)) < round(share * len(samples))
+        items[hit, 0] = samples.targets[hit]
+        return Ranked(items, np.zeros(items.shape), 0)
+
+    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    return states
+
+
+def test_training_restores_the_best_epoch_and_records_patience(monkeypatch):
+    backbone, split = _id_backbone()
+    valid = split.valid.subset(np.arange(10))
+    states = _scripted_validation(monkeypatch, backbone, [0.1, 0.3, 0.2, 0.1, 0.5])
+    result = training.train(backbone, split.train, valid, Recipe(epochs=10, patience=2, batch_size=64), 0,
+                            log=lambda m: None)
+    assert result.stopped_by == "patience" and result.best_epoch == 2 and len(result.history) == 4
+    best = states[1]
+    assert all(torch.equal(v, best[k]) for k, v in backbone.state_dict().items())
+    assert not all(torch.equal(v, states[3][k]) for k, v in backbone.state_dict().items())  # not the last epoch's
+
+
+def test_training_that_reaches_the_cap_says_so(monkeypatch):
+    backbone, split = _id_backbone()
+    _scripted_validation(monkeypatch, backbone, [0.1, 0.2, 0.3])
+    logs = []
+    result = training.train(backbone, split.train, split.valid.subset(np.arange(10)),
+                            Recipe(epochs=3, patience=2, batch_size=64), 0, log=logs.append)
+    assert result.stopped_by == "cap" and result.best_epoch == 3
+    assert any("epoch cap" in m for m in logs)
+
+
+def test_constant_schedule_keeps_the_rate_after_warmup_and_cosine_ends_at_zero():
+    param = torch.nn.Parameter(torch.zeros(1))
+    for schedule, last in (("constant", 1.0), ("cosine", 0.0)):
+        opt = torch.optim.AdamW([param], lr=1.0)
+        sched = training.make_scheduler(opt, Recipe(schedule=schedule, warmup_ratio=0.1), 100)
+        rates = []
+        for _ in range(100):
+            rates.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        assert rates[0] == 0.0 and rates[10] == pytest.approx(1.0)
+        assert sched.get_last_lr()[0] == pytest.approx(last, abs=1e-9)
+    with pytest.raises(BenchError, match="schedule"):
+        preset_config("quick", {"recipe.schedule": "linear"})
+
+
+def test_units_record_why_they_stopped_and_the_report_flags_the_cap(tmp_path):
+    out = tmp_path / "run"
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(main, ["run", "--tokenizers", "id", "--out", str(out), "--device", "cpu", *sets])
+    assert result.exit_code == 0, result.output
+    done = json.loads((out / "units" / "id-seed0" / "done").read_text())
+    history = pd.read_csv(out / "history.csv")
+    assert done["stopped_by"] in ("cap", "patience") and set(history["stopped_by"]) == {done["stopped_by"]}
+    report = (out / "report.md").read_text()
+    assert "## Protocol" in report and "a priori" in report
+    if done["stopped_by"] == "cap":
+        assert "CAP: not converged" in report and "stopped at the epoch cap" in report
+
+
+def test_stopping_is_inferred_for_runs_that_did_not_record_it():
+    history = pd.DataFrame({"tokenizer": ["a"] * 4 + ["b"] * 4, "seed": 0, "epoch": [1, 2, 3, 4] * 2,
+                            "best_epoch": [4] * 4 + [2] * 4})
+    table = stopping_table(history, {"epochs": 4, "patience": 2})
+    assert table["stopped by"].tolist() == ["CAP: not converged (inferred)", "patience (inferred)"]
+
+
+# -- leakage ----------------------------------------------------------------------------------------
+def test_shipped_cf_embeddings_are_named_external():
+    lines = "\n".join(protocol_section({"data_options": {"cf_embeddings": "shipped"}, "recipe": {}}, None, str))
+    assert "EXTERNAL" in lines
+    lines = "\n".join(protocol_section({"data_options": {"cf_embeddings": "train"}, "recipe": {}}, None, str))
+    assert "EXTERNAL" not in lines and "training split" in lines
+    config = preset_config("quick", {"data.cf_embeddings": "shipped"}, tokenizers=["letter"], device="cpu")
+    run = runner_module.Run(config, log=lambda m: None)
+    with pytest.raises(BenchError, match="ships no CF embeddings"):
+        run.prepare()
+
+
+def _timed() -> Dataset:
+    # times 1..10 spread over three users; cut-offs by interaction share
+    seqs = [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    times = [[1, 2, 8, 10], [3, 4, 9], [5, 6, 7]]
+    return Dataset("t", [str(i) for i in range(10)], ["a", "b", "c"], seqs, timestamps=times)
+
+
+def test_temporal_split_keeps_the_future_out_of_training():
+    split = temporal_split(_timed(), valid_share=0.4, test_share=0.2)
+    # 10 interactions: t_valid = the time above 60 % (7), t_test = above 80 % (9)
+    assert split.train_sequences == [[0, 1], [4, 5], [7, 8]]
+    assert sorted(zip(split.valid.users.tolist(), split.valid.targets.tolist())) == [(0, 2), (2, 9)]
+    assert sorted(zip(split.test.users.tolist(), split.test.targets.tolist())) == [(0, 3), (1, 6)]
+    test_history = dict(zip(split.test.users.tolist(), split.test.histories))
+    assert test_history[0] == [0, 1, 2] and test_history[1] == [4, 5]
+    assert all(t not in (2, 3, 6, 9) for h in split.train.histories for t in h)  # no later item in training
+    with pytest.raises(BenchError, match="needs timestamps"):
+        temporal_split(make_synthetic(SyntheticSpec(n_items=20, n_users=10)))
+
+
+def test_movielens_keeps_timestamps_for_the_temporal_split():
+    from conftest import shared_path
+    from bench.datasets import load_dataset
+
+    data = load_dataset(f"ml-100k:{shared_path('ml-100k')}")
+    assert all(t == sorted(t) for t in data.timestamps)
+    split = temporal_split(data)
+    n_train = sum(len(s) for s in split.train_sequences)
+    assert n_train == pytest.approx(0.9 * data.n_interactions, rel=0.02)  # the first 90 % of the timeline
+    # MovieLens users rate in bursts: few are active after the cut-offs (measured: 29 validation,
+    # 75 test users of 943), the caveat the README states
+    assert 20 <= len(split.valid) < 100 and 50 <= len(split.test) < 150
