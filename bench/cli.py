@@ -77,6 +77,9 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N"),
         click.option("--set", "sets", multiple=True, metavar="SECTION.NAME=VALUE",
                      help="Override a setting, e.g. recipe.tau=0.7, t5.d_model=64, letter.alpha=0. Repeatable."),
+        click.option("--embedding-model", default=None,
+                     help="Text encoder for item embeddings: a local folder or cached hub name (default: the packaged "
+                          "all-MiniLM-L6-v2; LETTER's release used LLaMA-7B, mean-pooled)."),
         click.option("--tuned", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Folder of a `bench tune` run: each tokenizer trains with the settings chosen there on validation."),
     ]):
@@ -91,11 +94,12 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @run_options
 @user_errors
 def run_cmd(tokenizers: str, reference: str | None, dataset: str, preset: str, backbone: str, lora: bool | None,
-            seeds: str, out: str, device: str, sets: tuple[str, ...], tuned: Path | None) -> None:
+            seeds: str, out: str, device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None) -> None:
     """Train and evaluate each tokenizer with the same backbone and recipe."""
     from bench.runner import run
 
-    config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets, tuned, reference=reference)
+    config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets, tuned, reference=reference,
+                         embedding_model=embedding_model)
     path = run(config, log=lambda msg: click.echo(msg, err=True))
     echo_result(path)
 
@@ -129,12 +133,13 @@ def echo_result(path: object) -> None:
 @run_options
 @user_errors
 def ablate_cmd(tokenizer: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
-               device: str, sets: tuple[str, ...], tuned: Path | None) -> None:
+               device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None) -> None:
     """LETTER without each of its losses, against the full model (same data, split, seeds, backbone)."""
     from bench.ablation import letter_ablation
     from bench.runner import default_out, run
 
-    config = letter_ablation(make_config("letter", dataset, preset, backbone, lora, seeds, out, device, sets, tuned))
+    config = letter_ablation(make_config("letter", dataset, preset, backbone, lora, seeds, out, device, sets, tuned,
+                                         embedding_model=embedding_model))
     if not out:
         config.out = str(default_out(config)) + "-ablate-letter"
     path = run(config, log=lambda msg: click.echo(msg, err=True))
@@ -151,7 +156,8 @@ def ablate_cmd(tokenizer: str, dataset: str, preset: str, backbone: str, lora: b
 @run_options
 @user_errors
 def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str, dataset: str, preset: str, backbone: str,
-             lora: bool | None, seeds: str, out: str, device: str, sets: tuple[str, ...], tuned: Path | None) -> None:
+             lora: bool | None, seeds: str, out: str, device: str, sets: tuple[str, ...], embedding_model: str | None,
+             tuned: Path | None) -> None:
     """Choose recipe settings per tokenizer on validation only (the test split is never scored)."""
     from bench.config import TUNE_SPACES
     from bench.runner import default_out
@@ -159,7 +165,8 @@ def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str,
 
     if tuned is not None:
         raise BenchError("bench tune takes no --tuned")
-    config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets)
+    config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets,
+                         embedding_model=embedding_model)
     folder = Path(out) if out else Path(str(default_out(config)) + "-tune")
     chosen_space = parse_space(space) if space else TUNE_SPACES[preset]
     path = tune(config, chosen_space, folder, trials, sampler, log=lambda msg: click.echo(msg, err=True))

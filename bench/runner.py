@@ -4,7 +4,6 @@ atomically and marked done, so a killed run loses no finished unit and a rerun r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import subprocess
@@ -23,12 +22,14 @@ from bench.backbones import Backbone, check_backbone_spec, make_backbone
 from bench.config import KS, RunConfig, sasrec_options
 from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
 from bench.errors import BenchError
+from bench.embeddings.lazy import Embeddings
 from bench.evaluation.metrics import per_user_metrics, popularity_ranking, target_ranks, tidy_means
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.options import make_options
 from bench.results import merge_units
-from bench.tokenizers import TOKENIZERS, FitContext, Tokenizer, make_tokenizer
+from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.training import evaluate, make_accelerator, train
+from bench.tuning import reuse_trial
 
 TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
 CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch
@@ -75,46 +76,6 @@ def git_commit() -> str | None:
                               cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-class Embeddings:
-    """Text and collaborative embeddings, computed on first use and then kept."""
-
-    def __init__(self, data: Dataset, split: Split, config: RunConfig, device: torch.device, log: Callable[[str], None]):
-        self.data, self.split, self.config, self.device, self.log = data, split, config, device, log
-        if config.data_options.cf_embeddings == "shipped" and data.cf_embeddings is None:
-            raise BenchError(f"data.cf_embeddings=shipped: {data.source} ships no CF embeddings")
-        self._text: np.ndarray | None = None
-        self._cf: dict[int, np.ndarray] = {}
-        self.seconds: dict[str, float] = {}
-
-    def text(self) -> np.ndarray:
-        if self._text is None:
-            from bench.embeddings import text_embeddings
-
-            start = time.perf_counter()
-            self._text = text_embeddings(self.data, model=self.config.embedding_model, device=str(self.device))
-            self.seconds["text_embeddings"] = time.perf_counter() - start
-        return self._text
-
-    def context(self, seed: int) -> FitContext:
-        """What a tokenizer fits on, with these embeddings behind its lazy accessors."""
-        return FitContext(self.data, self.split, seed, str(self.device), text_embeddings=self.text,
-                          cf_embeddings=lambda: self.cf(seed), log=self.log)
-
-    def cf(self, seed: int) -> np.ndarray:
-        if seed not in self._cf:
-            from bench.embeddings import cf_embeddings
-
-            start = time.perf_counter()
-            shipped = self.config.data_options.cf_embeddings == "shipped"
-            if shipped:
-                self.log(f"CF embeddings: EXTERNAL, shipped with {self.data.source} (their training split is unknown: "
-                         "validation or test interactions may have been seen)")
-            self._cf[seed] = cf_embeddings(self.data, self.split, sasrec_options(self.config.sasrec), seed=seed,
-                                           shipped=shipped, device=str(self.device), log=self.log)
-            self.seconds[f"cf_embeddings_seed{seed}"] = time.perf_counter() - start
-        return self._cf[seed]
 
 
 @dataclass
@@ -332,7 +293,7 @@ class Run:
         timings: dict[str, float] = {}
         set_seed(seed)
         codes_path = self.out / "codes" / f"{label}-seed{seed}.index.json"
-        reused = self._reuse_tuning_trial(variant, seed, unit, codes_path) if self.main else {}
+        reused = reuse_trial(self.config, self.data.fingerprint(), variant, seed, unit, codes_path, self.log) if self.main else {}
         self.accelerator.wait_for_everyone()
         same_codes = self._fitted_codes(variant, seed)
         have_codes = codes_path.exists() and codes_path.with_suffix(".state.json").exists()
@@ -381,52 +342,6 @@ class Run:
                                    "epochs": len(result.history), **reused})
             if self.score_test:  # a tuning trial keeps it: `bench run --tuned` evaluates that model on test
                 (unit / CHECKPOINT).unlink(missing_ok=True)
-
-    def _reuse_tuning_trial(self, variant: Variant, seed: int, unit: Path, codes_path: Path) -> dict[str, str]:
-        """With --tuned, the unit of the tuning seed is the chosen trial's model: that trial
-        trained this tokenizer with these settings and this seed, and stopped on validation
-        (no test item was visible to it). Its codes and final checkpoint are copied here, so
-        training resumes at its end and only the evaluation (now with test) runs."""
-        from bench.tuning import trial_folder
-
-        if not self.config.tuned or seed != self.config.tuned["search"]["seed"] or (unit / CHECKPOINT).exists():
-            return {}
-        settings = {f"recipe.{k}": v for k, v in variant.recipe.items()}
-        folder = trial_folder(Path(self.config.tuned["dir"]), variant.tokenizer, settings)
-        source = folder / "units" / f"{variant.label}-seed{seed}"
-        trial_codes = folder / "codes" / codes_path.name
-        if not ((source / "done").exists() and (source / CHECKPOINT).exists() and trial_codes.exists()):
-            return {}
-        if not self._same_training(folder / "config.json", variant):
-            self.log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
-            return {}
-        import shutil
-
-        unit.mkdir(parents=True, exist_ok=True)
-        codes_path.parent.mkdir(parents=True, exist_ok=True)
-        for src, dst in ((trial_codes, codes_path), (trial_codes.with_suffix(".state.json"), codes_path.with_suffix(".state.json")),
-                         (source / CHECKPOINT, unit / CHECKPOINT)):
-            shutil.copyfile(src, dst)
-        self.log(f"{variant.label} seed {seed}: the model of tuning trial {folder} (chosen on validation)")
-        return {"from_tuning_trial": str(folder)}
-
-    def _same_training(self, trial_config_path: Path, variant: Variant) -> bool:
-        """The trial's config.json trained what this unit would: same data, split, backbone,
-        recipe (with the tuned settings), sizes, embeddings and tokenizer options."""
-        try:
-            old = json.loads(trial_config_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return False
-        new = self.config.to_dict()
-        new["recipe"] = dataclasses.asdict(replace(self.config.recipe, **variant.recipe))
-        name = variant.tokenizer.partition(":")[0]
-        for key in ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
-                    "embedding_model"):
-            if json.dumps(old.get(key), sort_keys=True, default=str) != json.dumps(new.get(key), sort_keys=True, default=str):
-                return False
-        same_options = old.get("tokenizer_options", {}).get(name) == variant.options
-        same_data = old.get("data", {}).get("fingerprint") == self.data.fingerprint()
-        return same_options and same_data and old.get("tokenizers") == [variant.tokenizer]
 
     def _fitted_codes(self, variant: Variant, seed: int) -> Path | None:
         """Codes already fitted in this folder by another variant with the same tokenizer settings."""

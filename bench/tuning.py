@@ -183,7 +183,7 @@ def _check_folder(out: Path, config: RunConfig, space: dict[str, list[Any]], sam
     path = out / "search.json"
     search = {"dataset": config.dataset, "preset": config.preset, "backbone": config.backbone,
               "seed": config.seeds[0], "space": space, "sampler": sampler, "trials": n_trials,
-              "data_options": dataclasses.asdict(config.data_options)}
+              "data_options": dataclasses.asdict(config.data_options), "embedding_model": config.embedding_model}
     if path.is_file():
         try:
             old = json.loads(path.read_text())
@@ -233,7 +233,57 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise BenchError(f"{path}: not a bench tune result ({type(e).__name__})") from None
     for key, value in (("dataset", config.dataset), ("preset", config.preset), ("backbone", config.backbone),
-                       ("data_options", dataclasses.asdict(config.data_options))):
+                       ("data_options", dataclasses.asdict(config.data_options)),
+                       ("embedding_model", config.embedding_model)):
         if json.dumps(search.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
             raise BenchError(f"{path}: tuned with {key} {search.get(key)!r}, but this run uses {value!r}")
     return {"dir": str(folder), "search": search, "chosen": chosen}
+
+
+def reuse_trial(config: RunConfig, data_fingerprint: str, variant: Any, seed: int, unit: Path, codes_path: Path,
+                log: Callable[[str], None]) -> dict[str, str]:
+    """With --tuned, the unit of the tuning seed is the chosen trial's model: that trial
+    trained this tokenizer with these settings and this seed, and stopped on validation (no
+    test item was visible to it). Its codes and final checkpoint are copied into `unit`, so
+    training resumes at its end and only the evaluation (now with test) runs. Returns what
+    the unit's `done` file records ({} when nothing is reused)."""
+    import shutil
+
+    from bench.runner import CHECKPOINT
+
+    if not config.tuned or seed != config.tuned["search"]["seed"] or (unit / CHECKPOINT).exists():
+        return {}
+    settings = {f"recipe.{k}": v for k, v in variant.recipe.items()}
+    folder = trial_folder(Path(config.tuned["dir"]), variant.tokenizer, settings)
+    source = folder / "units" / f"{variant.label}-seed{seed}"
+    trial_codes = folder / "codes" / codes_path.name
+    if not ((source / "done").exists() and (source / CHECKPOINT).exists() and trial_codes.exists()):
+        return {}
+    if not _same_training(folder / "config.json", config, variant, data_fingerprint):
+        log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
+        return {}
+    unit.mkdir(parents=True, exist_ok=True)
+    codes_path.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((trial_codes, codes_path), (trial_codes.with_suffix(".state.json"), codes_path.with_suffix(".state.json")),
+                     (source / CHECKPOINT, unit / CHECKPOINT)):
+        shutil.copyfile(src, dst)
+    log(f"{variant.label} seed {seed}: the model of tuning trial {folder} (chosen on validation)")
+    return {"from_tuning_trial": str(folder)}
+
+
+def _same_training(trial_config: Path, config: RunConfig, variant: Any, data_fingerprint: str) -> bool:
+    """The trial's config.json trained what this unit would: same data, split, backbone,
+    recipe (with the tuned settings), sizes, embeddings and tokenizer options."""
+    try:
+        old = json.loads(trial_config.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    new = config.to_dict()
+    new["recipe"] = dataclasses.asdict(dataclasses.replace(config.recipe, **variant.recipe))
+    for key in ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
+                "embedding_model"):
+        if json.dumps(old.get(key), sort_keys=True, default=str) != json.dumps(new.get(key), sort_keys=True, default=str):
+            return False
+    name = variant.tokenizer.partition(":")[0]
+    return (old.get("tokenizer_options", {}).get(name) == variant.options
+            and old.get("data", {}).get("fingerprint") == data_fingerprint and old.get("tokenizers") == [variant.tokenizer])

@@ -1,0 +1,55 @@
+"""A run's text and collaborative embeddings, computed on first use and then kept, so
+tokenizers that need none cost nothing and the rest share one computation."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.config import RunConfig, sasrec_options
+from bench.datasets import Dataset, Split
+from bench.errors import BenchError
+from bench.tokenizers import FitContext
+
+
+class Embeddings:
+    """Text and collaborative embeddings, computed on first use and then kept."""
+
+    def __init__(self, data: Dataset, split: Split, config: RunConfig, device: torch.device, log: Callable[[str], None]):
+        self.data, self.split, self.config, self.device, self.log = data, split, config, device, log
+        if config.data_options.cf_embeddings == "shipped" and data.cf_embeddings is None:
+            raise BenchError(f"data.cf_embeddings=shipped: {data.source} ships no CF embeddings")
+        self._text: np.ndarray | None = None
+        self._cf: dict[int, np.ndarray] = {}
+        self.seconds: dict[str, float] = {}
+
+    def text(self) -> np.ndarray:
+        if self._text is None:
+            from bench.embeddings import text_embeddings
+
+            start = time.perf_counter()
+            self._text = text_embeddings(self.data, model=self.config.embedding_model, device=str(self.device))
+            self.seconds["text_embeddings"] = time.perf_counter() - start
+        return self._text
+
+    def context(self, seed: int) -> FitContext:
+        """What a tokenizer fits on, with these embeddings behind its lazy accessors."""
+        return FitContext(self.data, self.split, seed, str(self.device), text_embeddings=self.text,
+                          cf_embeddings=lambda: self.cf(seed), log=self.log)
+
+    def cf(self, seed: int) -> np.ndarray:
+        if seed not in self._cf:
+            from bench.embeddings import cf_embeddings
+
+            start = time.perf_counter()
+            shipped = self.config.data_options.cf_embeddings == "shipped"
+            if shipped:
+                self.log(f"CF embeddings: EXTERNAL, shipped with {self.data.source} (their training split is unknown: "
+                         "validation or test interactions may have been seen)")
+            self._cf[seed] = cf_embeddings(self.data, self.split, sasrec_options(self.config.sasrec), seed=seed,
+                                           shipped=shipped, device=str(self.device), log=self.log)
+            self.seconds[f"cf_embeddings_seed{seed}"] = time.perf_counter() - start
+        return self._cf[seed]
