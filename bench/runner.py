@@ -215,8 +215,12 @@ class Run:
             for key in (*_RESUME_KEYS, "data"):
                 old_value = old.get(key) if key != "data" else old.get("data", {}).get("fingerprint")
                 new_value = resolved[key] if key != "data" else resolved["data"]["fingerprint"]
+                if key == "tuned":  # runs of other tokenizers may share the folder: same search, same choices
+                    old_value, new_value = _comparable_tuning(old_value, new_value)
                 if json.dumps(old_value, sort_keys=True) != json.dumps(new_value, sort_keys=True):
                     raise BenchError(f"{self.out}: holds a run with another {key}; use another --out or delete the folder")
+            if old.get("tuned") and resolved["tuned"]:
+                resolved["tuned"]["chosen"] = {**old["tuned"]["chosen"], **resolved["tuned"]["chosen"]}
             resolved["tokenizers"] = list(dict.fromkeys(old.get("tokenizers", []) + self.tokenizers))
             resolved["labels"] = list(dict.fromkeys(old.get("labels", []) + resolved["labels"]))
             resolved["seeds"] = sorted(set(old.get("seeds", [])) | set(self.config.seeds))
@@ -388,6 +392,16 @@ class Run:
 
     def merge(self) -> None:
         merge_units(self.out, self.data_seconds)
+
+
+def _comparable_tuning(old: dict[str, Any] | None, new: dict[str, Any] | None) -> tuple[Any, Any]:
+    """What two runs sharing a folder must agree on about --tuned: the search, and the choice
+    for every tokenizer both of them train (each may name only its own tokenizers)."""
+    if not old or not new:
+        return old or None, new or None
+    common = sorted(set(old["chosen"]) & set(new["chosen"]))
+    return ([old["search"], {k: old["chosen"][k]["settings"] for k in common}],
+            [new["search"], {k: new["chosen"][k]["settings"] for k in common}])
 
 
 def history_read(backbone: Backbone, histories: list[list[int]]) -> str:

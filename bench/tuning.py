@@ -237,6 +237,13 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
                        ("embedding_model", config.embedding_model)):
         if json.dumps(search.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
             raise BenchError(f"{path}: tuned with {key} {search.get(key)!r}, but this run uses {value!r}")
+    from bench.tokenizers import make_tokenizer
+
+    labels = {make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label for spec in config.tokenizers}
+    chosen = {name: c for name, c in chosen.items() if name in labels}  # this run's tokenizers only
+    incomplete = [name for name, c in chosen.items() if not c.get("complete")]
+    if incomplete:
+        raise BenchError(f"{path}: the search of {', '.join(incomplete)} is not finished (rerun bench tune --out {folder})")
     return {"dir": str(folder), "search": search, "chosen": chosen}
 
 

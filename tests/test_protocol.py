@@ -256,3 +256,18 @@ def test_run_with_tuned_settings_evaluates_the_chosen_trials_model_for_the_tunin
     result = CliRunner().invoke(main, ["run", "--tokenizers", "id", "--out", str(other), "--device", "cpu",
                                        "--tuned", str(tmp_path / "t"), *sets, "--set", "recipe.tau=0.5"])
     assert result.exit_code == 0 and "trained under other settings" in result.output
+
+
+def test_runs_sharing_a_folder_may_name_different_tuned_tokenizers_but_not_other_choices():
+    from bench.runner import _comparable_tuning
+
+    search = {"space": {"recipe.lr": [1, 2]}, "seed": 0}
+    a = {"search": search, "chosen": {"id": {"settings": {"recipe.lr": 1}}}}
+    b = {"search": search, "chosen": {"text": {"settings": {"recipe.lr": 2}}}}
+    left, right = _comparable_tuning(a, b)
+    assert left == right  # one lane runs id, the other text: fine
+    c = {"search": search, "chosen": {"id": {"settings": {"recipe.lr": 2}}}}
+    left, right = _comparable_tuning(a, c)
+    assert left != right  # the same tokenizer with another choice: refused
+    left, right = _comparable_tuning(a, {"search": {**search, "seed": 1}, "chosen": {}})
+    assert left != right
