@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The MovieLens-100K reference run under the protocol: each tokenizer's lr and weight decay
+# chosen by `bench tune` on validation, then every tokenizer trained on seeds 0, 1, 2 with its
+# choice (seed 0 is the chosen trial's model) and the report built. Two one-thread lanes
+# share the two cores: `text` (the costliest) alone, the others together. Rerun to resume:
+# tuning studies, trials and units continue where they stopped.
+#   scripts/reference_ml100k.sh [DATA_DIR] [OUT] [TUNE_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data/ml-100k}
+OUT=${2:-results/reference-protocol}
+TUNE=${3:-results/tune-ml100k-cpu}
+BENCH=${BENCH:-.venv/bin/bench}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p logs
+common=(--dataset "ml-100k:$DATA" --preset cpu)
+lane() {
+  "$BENCH" tune --tokenizers "$1" "${common[@]}" --out "$TUNE" &&
+    "$BENCH" run --tokenizers "$1" "${common[@]}" --seeds 0,1,2 --tuned "$TUNE" --out "$OUT"
+}
+lane text > logs/lane-text.log 2>&1 &
+text=$!
+lane id,tiger,letter > logs/lane-id-tiger-letter.log 2>&1 &
+rest=$!
+wait "$text" "$rest"
+"$BENCH" report "$OUT"
