@@ -169,7 +169,10 @@ def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str,
                          embedding_model=embedding_model)
     folder = Path(out) if out else Path(str(default_out(config)) + "-tune")
     chosen_space = parse_space(space) if space else TUNE_SPACES[preset]
+    from bench.tuning import summary_table
+
     path = tune(config, chosen_space, folder, trials, sampler, log=lambda msg: click.echo(msg, err=True))
+    click.echo(summary_table(path).to_string(index=False))
     click.echo(f"tuned: {path}")
 
 

@@ -213,12 +213,25 @@ def write_summary(out: Path, storage: Any) -> Path:
                          "stopped_by": result.get("stopped_by"), "seconds": result.get("seconds")})
         if done:
             best = max(done, key=lambda t: (t.value, -t.number))
+            seconds = sum(t.user_attrs.get("result", {}).get("seconds") or 0.0 for t in done)
             chosen[summary.study_name] = {"settings": best.params, "trial": best.number, "valid_ndcg@10": best.value,
-                                          "trials": len(done), "complete": len(done) >= search["trials"]}
+                                          "trials": len(done), "complete": len(done) >= search["trials"],
+                                          "core_minutes": round(seconds / 60, 1)}
     atomic_write_csv(out / "tuning.csv", pd.DataFrame(rows, columns=TUNING_COLUMNS))
     path = out / "tuned.json"
     atomic_write_text(path, json.dumps({"search": search, "chosen": chosen}, indent=2))
     return path
+
+
+def summary_table(path: Path) -> pd.DataFrame:
+    """Per tokenizer: trials done, the space, best validation NDCG@10, the chosen values and the
+    cost (trial seconds summed: core-minutes at one thread per trial)."""
+    tuned = json.loads(path.read_text())
+    space = json.dumps(tuned["search"]["space"])
+    rows = [{"tokenizer": name, "trials": f"{c['trials']} of {tuned['search']['trials']}", "space": space,
+             "best valid NDCG@10": round(c["valid_ndcg@10"], 4), "chosen": json.dumps(c["settings"]),
+             "core-minutes": c.get("core_minutes")} for name, c in tuned["chosen"].items()]
+    return pd.DataFrame(rows)
 
 
 def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:

@@ -87,6 +87,7 @@ def test_bench_tune_cli_refuses_test_keys_and_writes_its_files(tmp_path):
     result = CliRunner().invoke(main, [*args, "--space", "recipe.lr=0.001,0.002", *sets])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t" / "tuning.csv").is_file() and (tmp_path / "t" / "tuned.json").is_file()
+    assert "best valid NDCG@10" in result.output and "2 of 2" in result.output  # the summary table
 
 
 # -- equal budgets --------------------------------------------------------------------------------
