@@ -25,6 +25,7 @@ from bench.errors import BenchError
 from bench.embeddings.lazy import Embeddings
 from bench.evaluation.metrics import per_user_metrics, popularity_ranking, target_ranks, tidy_means
 from bench.io import atomic_write_csv, atomic_write_text
+from bench.locks import run_locked
 from bench.options import make_options
 from bench.results import merge_units
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
@@ -241,10 +242,10 @@ class Run:
         self.prepare()
         for seed in self.config.seeds:
             if self.main and self.score_test:  # reference rows; the others go on to the next barrier
-                self.popularity_unit(seed)
-                self.sasrec_unit(seed)
+                self.locked(self.unit_dir("popularity", seed), lambda: self.popularity_unit(seed))
+                self.locked(self.unit_dir("sasrec", seed), lambda: self.sasrec_unit(seed))
             for variant in self.variants:
-                self.tokenizer_unit(variant, seed)
+                self.locked(self.unit_dir(variant.label, seed), lambda: self.tokenizer_unit(variant, seed))
         if self.main:
             self.merge()
             if self.score_test:  # a validation-only trial has no report
@@ -261,6 +262,15 @@ class Run:
             self.log(f"report: {path}")
         except BenchError as e:
             self.log(f"report not built: {e}")
+
+    def locked(self, unit: Path, work: Callable[[], None]) -> None:
+        """Several runs may share a folder: each unit is trained by one of them (a lock per
+        unit). Under `accelerate launch` the processes train units together, so one launch per
+        folder and no lock."""
+        if self.accelerator.num_processes > 1:
+            work()
+        else:
+            run_locked(unit, work, self.log)
 
     def popularity_unit(self, seed: int) -> None:
         unit = self.unit_dir("popularity", seed)

@@ -123,3 +123,28 @@ def test_report_merges_units_of_runs_that_did_not_merge_themselves(tmp_path: Pat
                                   merged.sort_values(list(merged.columns)).reset_index(drop=True))
     report = (out / "report.md").read_text()
     assert "\n| id | " in report and "\n| text | " in report
+
+
+def test_a_unit_locked_by_another_process_is_skipped_and_a_stale_lock_file_is_not(tmp_path):
+    """Two runs sharing a folder never train the same unit: a held lock makes the other skip
+    it; a lock file left by a killed process (no holder) does not block."""
+    import subprocess
+    import sys
+    import time
+
+    from bench.locks import run_locked
+
+    unit = tmp_path / "units" / "id-seed0"
+    lock = str(unit.with_name("id-seed0.lock"))
+    unit.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", f"from filelock import FileLock; l = FileLock({lock!r}); l.acquire(); "
+                               "print('held', flush=True); import time; time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    ran, logs = [], []
+    assert not run_locked(unit, lambda: ran.append(1), logs.append)
+    assert not ran and "another process" in logs[0]
+    holder.kill()
+    holder.wait()
+    time.sleep(0.1)
+    assert (unit.parent / "id-seed0.lock").exists()  # the file stays; the lock went with the process
+    assert run_locked(unit, lambda: ran.append(1), logs.append) and ran == [1]
