@@ -143,16 +143,31 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
         with FileLock(str(out / "locks" / f"{label}.lock"), timeout=1):
             study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
                                         sampler=make_sampler(sampler, space, config.seeds[0]))
-            for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                # left by a killed process (the lock says no other one is at it): run it again
-                # (its folder resumes where it stopped)
-                study._storage.set_trial_state_values(frozen._trial_id, optuna.trial.TrialState.FAIL)
-                study.enqueue_trial(frozen.params)
+            _requeue_unfinished(study)
             remaining = n_trials - _n_finished(study)
             if remaining > 0:
                 study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining)
         write_summary(out, storage)
     return write_summary(out, storage)
+
+
+def _requeue_unfinished(study: Any) -> None:
+    """Trials left running by a killed process (the lock says no other one is at it) or failed
+    are queued again, once per settings that have no finished trial: the same settings run
+    again, and their folder resumes where it stopped."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    key = lambda params: json.dumps(params, sort_keys=True)  # noqa: E731
+    for frozen in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        study._storage.set_trial_state_values(frozen._trial_id, State.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    settled = {key(t.params) for t in trials if t.state == State.COMPLETE}
+    settled |= {key(t.system_attrs.get("fixed_params", {})) for t in trials if t.state == State.WAITING}
+    for frozen in trials:
+        if frozen.state == State.FAIL and key(frozen.params) not in settled:
+            study.enqueue_trial(frozen.params)
+            settled.add(key(frozen.params))
 
 
 def _n_finished(study: Any) -> int:

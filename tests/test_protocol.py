@@ -272,3 +272,25 @@ def test_runs_sharing_a_folder_may_name_different_tuned_tokenizers_but_not_other
     assert left != right  # the same tokenizer with another choice: refused
     left, right = _comparable_tuning(a, {"search": {**search, "seed": 1}, "chosen": {}})
     assert left != right
+
+
+def test_a_failed_or_killed_trial_is_run_again_on_the_next_call(tmp_path, monkeypatch):
+    import bench.tuning as tuning_module
+
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    real = tuning_module.run_trial
+    calls = []
+
+    def flaky(trial_config, log):
+        calls.append(trial_config.recipe.lr)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed during the second trial
+        return real(trial_config, log)
+
+    monkeypatch.setattr(tuning_module, "run_trial", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
+    frame = pd.read_csv(tmp_path / "t" / "tuning.csv")
+    assert sorted(json.loads(s)["recipe.lr"] for s in frame["settings"]) == [1e-3, 3e-3]  # each grid point once
+    assert calls[1] == calls[2]  # the killed settings ran again
