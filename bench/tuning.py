@@ -198,7 +198,10 @@ def _check_folder(out: Path, config: RunConfig, space: dict[str, list[Any]], sam
     path = out / "search.json"
     search = {"dataset": config.dataset, "preset": config.preset, "backbone": config.backbone,
               "seed": config.seeds[0], "space": space, "sampler": sampler, "trials": n_trials,
-              "data_options": dataclasses.asdict(config.data_options), "embedding_model": config.embedding_model}
+              "data_options": dataclasses.asdict(config.data_options), "embedding_model": config.embedding_model,
+              # what every trial shares besides its own settings: a changed one is another search
+              "base": {key: json.loads(json.dumps(value, default=str)) for key, value in config.to_dict().items()
+                       if key in ("recipe", "t5", "causal", "synthetic", "sasrec", "tokenizer_options")}}
     if path.is_file():
         try:
             old = json.loads(path.read_text())
@@ -265,6 +268,11 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
                        ("embedding_model", config.embedding_model)):
         if json.dumps(search.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
             raise BenchError(f"{path}: tuned with {key} {search.get(key)!r}, but this run uses {value!r}")
+    base = {key: json.loads(json.dumps(value, default=str)) for key, value in config.to_dict().items()
+            if key in (search.get("base") or {})}
+    for key, value in base.items():
+        if json.dumps(search["base"][key], sort_keys=True) != json.dumps(value, sort_keys=True):
+            raise BenchError(f"{path}: tuned with other {key} settings than this run's (a --set differs?)")
     from bench.tokenizers import make_tokenizer
 
     labels = {make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label for spec in config.tokenizers}

@@ -294,3 +294,13 @@ def test_a_failed_or_killed_trial_is_run_again_on_the_next_call(tmp_path, monkey
     frame = pd.read_csv(tmp_path / "t" / "tuning.csv")
     assert sorted(json.loads(s)["recipe.lr"] for s in frame["settings"]) == [1e-3, 3e-3]  # each grid point once
     assert calls[1] == calls[2]  # the killed settings ran again
+
+
+def test_a_tuning_folder_holds_one_search_and_tuned_settings_need_the_same_base(tmp_path):
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
+    other = preset_config("quick", {**TINY, "recipe.patience": "5"}, dataset="synthetic", tokenizers=["id"], device="cpu")
+    with pytest.raises(BenchError, match="another base"):
+        tune(other, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
+    with pytest.raises(BenchError, match="other recipe settings"):
+        load_tuned(tmp_path / "t", other)
