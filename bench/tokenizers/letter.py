@@ -8,6 +8,17 @@ on the last level (earlier levels stay argmin, so only the last token changes); 
 collision policy: `suffix` (ours, default) adds a numbering token to items still colliding,
 `keep` leaves them identical as the official release does. `n_collisions` counts the items
 still colliding after the Sinkhorn rounds, under either policy.
+
+As released (HonghuiBao2000/LETTER): size-constrained k-means initialisation of every codebook
+and diversity groups from `k-means-constrained` (rqvae.py), alpha/beta/Sinkhorn settings, model
+selection by collision rate. Deviations, each one option away from the release:
+- encoder 512-256-128 (TIGER's; release 2048-1024-512-256-128-64: `hidden`);
+- text embeddings from all-MiniLM-L6-v2 (release: LLaMA-7B mean-pooled; `--embedding-model`
+  or a data set's shipped X.emb-*.npy);
+- RQ-VAE epochs per preset (`RQVAE_PRESETS`: 120 at `cpu`; release 20,000: `epochs`);
+- colliding items get a numbering token by default (`collisions=keep` is the release);
+- CF embeddings: a SASRec trained on the run's training split (the release ships its own,
+  of unknown split: `--set data.cf_embeddings=shipped`).
 """
 
 from __future__ import annotations
