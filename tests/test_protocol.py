@@ -304,3 +304,15 @@ def test_a_tuning_folder_holds_one_search_and_tuned_settings_need_the_same_base(
         tune(other, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
     with pytest.raises(BenchError, match="other recipe settings"):
         load_tuned(tmp_path / "t", other)
+
+
+def test_the_report_says_how_each_setting_was_chosen():
+    from bench.reporting.protocol import settings_rows
+
+    config = {"labels": ["id", "text"], "recipe": {"lr": 0.001, "weight_decay": 0.01},
+              "tuned": {"search": {"space": {"recipe.lr": [0.001, 0.003]}, "seed": 0, "sampler": "grid"},
+                        "chosen": {"id": {"settings": {"recipe.lr": 0.003}, "trials": 2, "valid_ndcg@10": 0.05}}}}
+    rows = {r["row"]: r for r in settings_rows(config)}
+    assert rows["id"]["settings"] == "lr 0.003, weight_decay 0.01"
+    assert rows["id"]["how chosen"].startswith("lr: bench tune on validation") and "weight_decay: a priori" in rows["id"]["how chosen"]
+    assert rows["text"]["how chosen"] == "lr, weight_decay: a priori (the preset's value)"

@@ -36,7 +36,8 @@ def marks_note(sig: pd.DataFrame) -> str:
 
 
 def settings_rows(config: dict[str, Any]) -> list[dict[str, str]]:
-    """Per tokenizer: the learning rate and weight decay it trained with and how they were chosen."""
+    """Per row: its learning rate, weight decay and any other tuned setting, and how each was
+    chosen (by `bench tune` on validation, or a priori: the preset's value)."""
     recipe = config.get("recipe") or {}
     tuned = config.get("tuned") or {}
     chosen = tuned.get("chosen") or {}
@@ -44,17 +45,19 @@ def settings_rows(config: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     for label in config.get("labels") or config.get("tokenizers") or []:
         name = str(label)
-        hit = chosen.get(name) or chosen.get(name.split("-")[0])
-        if hit:
-            values = ", ".join(f"{k.partition('.')[2]} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                               for k, v in hit["settings"].items())
-            how = (f"bench tune on validation: {search.get('sampler', 'grid')} over "
-                   f"{json.dumps(search.get('space', {}))}, {hit.get('trials')} trials, seed {search.get('seed')}; "
-                   f"best validation NDCG@10 {hit.get('valid_ndcg@10', float('nan')):.4f}")
-        else:
-            values = f"lr {recipe.get('lr', '')}, weight_decay {recipe.get('weight_decay', '')}"
-            how = "a priori (the preset's values; not tuned)"
-        rows.append({"row": name, "settings": values, "how chosen": how})
+        hit = chosen.get(name) or chosen.get(name.split("-")[0]) or {}
+        values = {k.partition(".")[2]: v for k, v in (hit.get("settings") or {}).items()}
+        names = ["lr", "weight_decay", *[k for k in values if k not in ("lr", "weight_decay")]]
+        settings = ", ".join(f"{k} {values.get(k, recipe.get(k, ''))}" for k in names)
+        a_priori = [k for k in names if k not in values]
+        how = []
+        if values:
+            how.append(f"{', '.join(values)}: bench tune on validation ({search.get('sampler', 'grid')} over "
+                       f"{json.dumps(search.get('space', {}))}, {hit.get('trials')} trials, seed {search.get('seed')}; "
+                       f"best validation NDCG@10 {hit.get('valid_ndcg@10', float('nan')):.4f})")
+        if a_priori:
+            how.append(f"{', '.join(a_priori)}: a priori (the preset's value)")
+        rows.append({"row": name, "settings": settings, "how chosen": "; ".join(how)})
     return rows
 
 
