@@ -256,7 +256,7 @@ def test_run_with_tuned_settings_evaluates_the_chosen_trials_model_for_the_tunin
     other = tmp_path / "other"
     result = CliRunner().invoke(main, ["run", "--tokenizers", "id", "--out", str(other), "--device", "cpu",
                                        "--tuned", str(tmp_path / "t"), *sets, "--set", "recipe.tau=0.5"])
-    assert result.exit_code == 0 and "trained under other settings" in result.output
+    assert result.exit_code == 2 and "tuned with other recipe settings" in result.output  # not what was tuned
 
 
 def test_runs_sharing_a_folder_may_name_different_tuned_tokenizers_but_not_other_choices():
