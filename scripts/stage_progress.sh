@@ -11,7 +11,7 @@ for top in "$@"; do
     run=$(dirname "$(dirname "$unit")")
     for f in "$unit"/{done,metrics.csv,per_user.csv,history.csv,timings.csv}; do [ -f "$f" ] && git add -f "$f"; done
     label_seed=$(basename "$unit")
-    for f in "$run/codes/$label_seed".index.json "$run/codes/$label_seed".state.json "$run/config.json"; do
+    for f in "$run/codes/$label_seed".index.json "$run/codes/$label_seed".index.state.json "$run/config.json"; do
       [ -f "$f" ] && git add -f "$f"
     done
   done
