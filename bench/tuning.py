@@ -193,15 +193,19 @@ def _evaluate(trial: Any, space: dict[str, list[Any]], config: RunConfig, spec: 
     return result["valid_ndcg@10"]
 
 
+def base_settings(config: RunConfig) -> dict[str, Any]:
+    """What every trial shares besides its own settings: a change makes another search."""
+    return {key: json.loads(json.dumps(value, default=str)) for key, value in config.to_dict().items()
+            if key in ("recipe", "t5", "causal", "synthetic", "sasrec", "tokenizer_options")}
+
+
 def _check_folder(out: Path, config: RunConfig, space: dict[str, list[Any]], sampler: str, n_trials: int) -> None:
     """A tuning folder holds one search: the same data, preset, seed, space and budget."""
     path = out / "search.json"
     search = {"dataset": config.dataset, "preset": config.preset, "backbone": config.backbone,
               "seed": config.seeds[0], "space": space, "sampler": sampler, "trials": n_trials,
               "data_options": dataclasses.asdict(config.data_options), "embedding_model": config.embedding_model,
-              # what every trial shares besides its own settings: a changed one is another search
-              "base": {key: json.loads(json.dumps(value, default=str)) for key, value in config.to_dict().items()
-                       if key in ("recipe", "t5", "causal", "synthetic", "sasrec", "tokenizer_options")}}
+              "base": base_settings(config)}
     if path.is_file():
         try:
             old = json.loads(path.read_text())
@@ -268,10 +272,8 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
                        ("embedding_model", config.embedding_model)):
         if json.dumps(search.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
             raise BenchError(f"{path}: tuned with {key} {search.get(key)!r}, but this run uses {value!r}")
-    base = {key: json.loads(json.dumps(value, default=str)) for key, value in config.to_dict().items()
-            if key in (search.get("base") or {})}
-    for key, value in base.items():
-        if json.dumps(search["base"][key], sort_keys=True) != json.dumps(value, sort_keys=True):
+    for key, value in base_settings(config).items():
+        if key in (search.get("base") or {}) and json.dumps(search["base"][key], sort_keys=True) != json.dumps(value, sort_keys=True):
             raise BenchError(f"{path}: tuned with other {key} settings than this run's (a --set differs?)")
     from bench.tokenizers import make_tokenizer
 
