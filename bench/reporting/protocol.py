@@ -45,7 +45,9 @@ def settings_rows(config: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     for label in config.get("labels") or config.get("tokenizers") or []:
         name = str(label)
-        hit = chosen.get(name) or chosen.get(name.split("-")[0]) or {}
+        # an ablation variant (config "variants") trains with its tokenizer's tuned settings
+        tokenizer = {v.get("label"): v.get("tokenizer") for v in config.get("variants") or []}.get(name, name)
+        hit = chosen.get(name) or chosen.get(str(tokenizer).replace(":", "-")) or {}
         values = {k.partition(".")[2]: v for k, v in (hit.get("settings") or {}).items()}
         names = ["lr", "weight_decay", *[k for k in values if k not in ("lr", "weight_decay")]]
         settings = ", ".join(f"{k} {values.get(k, recipe.get(k, ''))}" for k in names)
