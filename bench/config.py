@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,3 +259,43 @@ def sasrec_options(values: dict[str, Any]) -> Any:
     from bench.embeddings.sasrec import Options
 
     return make_options(Options, values, "sasrec")
+
+
+def _defaults(section: str, tokenizer: str | None = None) -> dict[str, Any]:
+    """Each field's default value in one section of the settings (JSON form)."""
+    from bench.embeddings.sasrec import Options as SasrecOptions
+    from bench.tokenizers import TOKENIZERS
+
+    classes = {"recipe": Recipe, "t5": T5Size, "causal": CausalOptions, "synthetic": SyntheticSpec,
+               "sasrec": SasrecOptions, "data_options": DataOptions}
+    cls = TOKENIZERS[tokenizer].Options if tokenizer in TOKENIZERS else classes.get(section)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return json.loads(json.dumps(out, default=str))
+
+
+def same_settings(section: str, old: Any, new: Any) -> bool:
+    """Whether settings saved by an earlier version of the suite (`old`) equal this run's.
+    A field added since (absent in `old`) counts as equal at its default, and under
+    `tokenizer_options` only tokenizers both know are compared, so a folder made before a
+    tokenizer or an option existed is resumed; any other difference is another setting."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
+    if section == "tokenizer_options":
+        return all(_same_fields(old[name], new[name], _defaults("tokenizer", name)) for name in set(old) & set(new))
+    return _same_fields(old, new, _defaults(section))
+
+
+def _same_fields(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    if set(old) - set(new):  # a field that no longer exists: its setting may have meant something
+        return False
+    return all(same(old[k], v) if k in old else (k in defaults and same(defaults[k], v)) for k, v in new.items())

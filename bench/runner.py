@@ -19,7 +19,7 @@ import torch
 from accelerate.utils import set_seed
 
 from bench.backbones import Backbone, check_backbone_spec, make_backbone
-from bench.config import KS, RunConfig, sasrec_options
+from bench.config import KS, RunConfig, same_settings, sasrec_options
 from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
 from bench.errors import BenchError
 from bench.embeddings.lazy import Embeddings
@@ -218,7 +218,7 @@ class Run:
                 new_value = resolved[key] if key != "data" else resolved["data"]["fingerprint"]
                 if key == "tuned":  # runs of other tokenizers may share the folder: same search, same choices
                     old_value, new_value = _comparable_tuning(old_value, new_value)
-                if json.dumps(old_value, sort_keys=True) != json.dumps(new_value, sort_keys=True):
+                if not same_settings(key, old_value, new_value):
                     raise BenchError(f"{self.out}: holds a run with another {key}; use another --out or delete the folder")
             if old.get("tuned") and resolved["tuned"]:
                 resolved["tuned"]["chosen"] = {**old["tuned"]["chosen"], **resolved["tuned"]["chosen"]}

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from bench.config import RunConfig
+from bench.config import RunConfig, same_settings
 from bench.errors import BenchError
 from bench.io import atomic_write_csv, atomic_write_text
 
@@ -212,8 +212,12 @@ def _check_folder(out: Path, config: RunConfig, space: dict[str, list[Any]], sam
         except (OSError, json.JSONDecodeError) as e:
             raise BenchError(f"{path}: unreadable ({type(e).__name__}); use another --out") from None
         for key, value in search.items():
-            if json.dumps(old.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
-                raise BenchError(f"{out}: holds a search with another {key}; use another --out")
+            if key == "base":
+                differs = [k for k, v in value.items() if not same_settings(k, (old.get("base") or {}).get(k, v), v)]
+            else:
+                differs = [] if same_settings(key, old.get(key), value) else [key]
+            if differs:
+                raise BenchError(f"{out}: holds a search with another {differs[0]}; use another --out")
     else:
         atomic_write_text(path, json.dumps(search, indent=2))
 
@@ -273,7 +277,7 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
         if json.dumps(search.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
             raise BenchError(f"{path}: tuned with {key} {search.get(key)!r}, but this run uses {value!r}")
     for key, value in base_settings(config).items():
-        if key in (search.get("base") or {}) and json.dumps(search["base"][key], sort_keys=True) != json.dumps(value, sort_keys=True):
+        if key in (search.get("base") or {}) and not same_settings(key, search["base"][key], value):
             raise BenchError(f"{path}: tuned with other {key} settings than this run's (a --set differs?)")
     from bench.tokenizers import make_tokenizer
 

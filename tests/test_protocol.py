@@ -300,10 +300,35 @@ def test_a_tuning_folder_holds_one_search_and_tuned_settings_need_the_same_base(
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
     tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
     other = preset_config("quick", {**TINY, "recipe.patience": "5"}, dataset="synthetic", tokenizers=["id"], device="cpu")
-    with pytest.raises(BenchError, match="another base"):
+    with pytest.raises(BenchError, match="another recipe"):
         tune(other, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
     with pytest.raises(BenchError, match="other recipe settings"):
         load_tuned(tmp_path / "t", other)
+
+
+def test_a_search_saved_before_a_field_or_tokenizer_existed_is_still_the_same_search(tmp_path):
+    """A recipe field added later (at its default) or a new tokenizer does not make another
+    search, so a long tuning run resumes across versions; a removed field does."""
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
+    for name in ("search.json", "tuned.json"):
+        path = tmp_path / "t" / name
+        saved = json.loads(path.read_text())
+        search = saved.get("search", saved)
+        del search["base"]["recipe"]["length_penalty"]  # as if saved before the field existed
+        del search["base"]["tokenizer_options"]["tiger"]
+        path.write_text(json.dumps(saved))
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)  # resumes: no error
+    assert load_tuned(tmp_path / "t", config)["chosen"]
+    off_default = preset_config("quick", {**TINY, "recipe.length_penalty": "0"}, dataset="synthetic",
+                                tokenizers=["id"], device="cpu")
+    with pytest.raises(BenchError, match="other recipe settings"):
+        load_tuned(tmp_path / "t", off_default)
+    search = json.loads((tmp_path / "t" / "search.json").read_text())
+    search["base"]["recipe"]["retired_field"] = 1
+    (tmp_path / "t" / "search.json").write_text(json.dumps(search))
+    with pytest.raises(BenchError, match="another recipe"):
+        tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
 
 
 def test_the_report_says_how_each_setting_was_chosen():
