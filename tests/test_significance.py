@@ -52,6 +52,18 @@ def test_exact_permutation_equals_scipy_paired_two_sample_test():
     assert permutation_pvalue(x, y, n_resamples=10000) == pytest.approx(expected, rel=1e-12)
 
 
+def test_one_user_with_a_difference_gives_p_one_as_scipy_would_with_the_zeros():
+    """Every user but one tied (a small test set of two weak models): the sign flip of the one
+    difference gives the same |mean|, so p = 1 (scipy's two-sample form, zeros kept, agrees)."""
+    x, y = np.zeros(30), np.zeros(30)
+    x[4] = 0.5
+    expected = stats.permutation_test((x, y), lambda a, b, axis: np.mean(a - b, axis=axis),
+                                      permutation_type="samples", vectorized=True, n_resamples=999,
+                                      rng=np.random.default_rng(0)).pvalue
+    assert permutation_pvalue(x, y) == expected == 1.0
+    assert paired_tests(x, y)["p_perm"] == 1.0
+
+
 def test_holm_equals_statsmodels_and_keeps_nan():
     p = pd.Series([0.01, np.nan, 0.04, 0.002, 0.5])
     ok = p.notna()

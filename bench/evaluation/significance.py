@@ -117,7 +117,7 @@ def permutation_pvalue(x: np.ndarray, y: np.ndarray, n_resamples: int = 10000, s
     the same, and with mostly-zero ranking metrics the test is many times faster."""
     d = np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
     d = d[d != 0]
-    if len(d) == 0:
+    if len(d) < 2:  # no difference, or one: flipping its sign gives the same |mean|, so p = 1
         return 1.0
     res = stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
                                  n_resamples=n_resamples, batch=max(1, min(1000, 4_000_000 // len(d))),
