@@ -26,7 +26,7 @@ from bench.config import KS, Recipe
 from bench.datasets import Samples
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, target_ranks
-from bench.io import atomic_write
+from bench.io import atomic_write, no_progress
 
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint's keys change
@@ -36,7 +36,7 @@ CHECKPOINT_FORMAT = 1  # bump when the checkpoint's keys change
 class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
-    best_valid_ndcg: float = float("nan")
+    best_valid: float = float("nan")  # the best validation NDCG@10, or validation loss (recipe.stop_on)
     seconds: float = 0.0
     stopped_by: str = "cap"  # `patience` (validation stopped improving) or `cap` (recipe.epochs reached)
 
@@ -93,7 +93,7 @@ def evaluate(backbone: Backbone, trie: CodeTrie, samples: Samples, recipe: Recip
     several = accelerator is not None and accelerator.num_processes > 1
     mine = starts[accelerator.process_index::accelerator.num_processes] if several else starts
     done = []
-    for lo in tqdm(mine, desc=desc, leave=False, unit="batch", disable=not _is_main(accelerator)):
+    for lo in tqdm(mine, desc=desc, leave=False, unit="batch", disable=no_progress(_is_main(accelerator))):
         idx = order[lo: lo + recipe.eval_batch_size]
         with _autocast(backbone):
             ranked = beam_search(backbone, trie, [samples.histories[i] for i in idx], recipe.beam, k,
@@ -138,9 +138,11 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], recipe: R
 
 def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, recipe: Recipe,
           seed: int, log: Callable[[str], None] = print, desc: str = "train",
-          accelerator: Accelerator | None = None, checkpoint: Path | None = None) -> TrainResult:
-    """AdamW, cosine schedule with warmup, early stopping on validation NDCG@10; the best
-    state is restored at the end. Under N processes (DDP) every process draws the same
+          accelerator: Accelerator | None = None, checkpoint: Path | None = None,
+          on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """AdamW, warm-up then cosine or constant rate, early stopping on validation NDCG@10 (or
+    validation loss: `recipe.stop_on`); the best state is restored at the end. `on_epoch`
+    gets each epoch's history row (trackers). Under N processes (DDP) every process draws the same
     batch list (same seed) and takes batch i when i % N is its index, so a step sees N
     batches. With `checkpoint`, the state after each epoch is saved there and a later call
     that finds the file continues from it, ending as an uninterrupted run would."""
@@ -158,7 +160,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = make_scheduler(optimizer, recipe, total)
     result = TrainResult()
-    best_state, best, waited, done_epochs, stopped, seconds = None, -1.0, 0, 0, False, 0.0
+    best_state, best, waited, done_epochs, stopped, seconds = None, -math.inf, 0, 0, False, 0.0
     saved = None
     if checkpoint is not None and checkpoint.exists():  # read by every process before any of them writes
         saved = load_checkpoint(checkpoint)
@@ -179,23 +181,29 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
         backbone.train()
         losses = []
         mine = shard(batches(train_samples, recipe.batch_size, rng, recipe.samples_per_epoch), accelerator)
-        for idx in tqdm(mine, desc=f"{desc} epoch {epoch}", leave=False, unit="batch", disable=not main):
+        for idx in tqdm(mine, desc=f"{desc} epoch {epoch}", leave=False, unit="batch", disable=no_progress(main)):
             batch = backbone.collate([train_samples.histories[i] for i in idx], train_samples.targets[idx].tolist())
             losses.append(train_step(model, batch, recipe, accelerator, optimizer, scheduler))
         if n > 1:
             losses = gather_object(losses)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
         if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
-            ranked = evaluate(backbone, trie, valid, recipe, desc="validate", accelerator=accelerator)
-            ndcg = float(per_user_metrics(target_ranks(ranked.items, valid.targets))["ndcg@10"].mean())
-            row["valid_ndcg@10"] = ndcg
-            if ndcg > best:
-                best, waited, result.best_epoch = ndcg, 0, epoch
+            if recipe.stop_on == "loss":
+                row["valid_loss"] = validation_loss(backbone, valid, recipe, accelerator)
+                score, shown = -row["valid_loss"], f"valid loss {row['valid_loss']:.4f}"
+            else:
+                ranked = evaluate(backbone, trie, valid, recipe, desc="validate", accelerator=accelerator)
+                row["valid_ndcg@10"] = float(per_user_metrics(target_ranks(ranked.items, valid.targets))["ndcg@10"].mean())
+                score, shown = row["valid_ndcg@10"], f"valid NDCG@10 {row['valid_ndcg@10']:.4f}"
+            if score > best:
+                best, waited, result.best_epoch = score, 0, epoch
                 best_state = copy.deepcopy(backbone.state_dict())
             else:
                 waited += 1
-            log(f"{desc} epoch {epoch}: loss {row['train_loss']:.4f}, valid NDCG@10 {ndcg:.4f}")
+            log(f"{desc} epoch {epoch}: loss {row['train_loss']:.4f}, {shown}")
         result.history.append(row)
+        if on_epoch is not None and main:
+            on_epoch(row)
         stopped = waited >= recipe.patience
         if checkpoint is not None:
             state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "stopped": stopped, "best": best, "waited": waited,
@@ -214,9 +222,27 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
             f"within patience {recipe.patience} (best epoch {result.best_epoch})")
     if best_state is not None:
         backbone.load_state_dict(best_state)
-    result.best_valid_ndcg = best
+    result.best_valid = -best if recipe.stop_on == "loss" else best
     result.seconds = time.perf_counter() - start
     return result
+
+
+@torch.no_grad()
+def validation_loss(backbone: Backbone, samples: Samples, recipe: Recipe, accelerator: Accelerator) -> float:
+    """The training loss (same tau) on the validation targets, teacher-forced: the cheap
+    validation signal LETTER-TIGER's release stops on (Hugging Face Trainer's eval_loss)."""
+    backbone.eval()
+    size = recipe.eval_batch_size * 4  # no beams: a forward pass per batch
+    starts = list(range(0, len(samples), size))[accelerator.process_index::accelerator.num_processes]
+    sums = []
+    for lo in starts:
+        idx = np.arange(lo, min(lo + size, len(samples)))
+        batch = backbone.collate([samples.histories[i] for i in idx], samples.targets[idx].tolist())
+        with _autocast(backbone):
+            sums.append((float(backbone(batch, recipe.tau)) * len(idx), len(idx)))
+    if accelerator.num_processes > 1:
+        sums = gather_object(sums)
+    return sum(s for s, _ in sums) / max(1, sum(n for _, n in sums))
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int) -> Any:
