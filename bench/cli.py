@@ -87,21 +87,49 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """How `run` and `ablate` dispatch their units and what they report to; no result changes."""
+    for option in reversed([
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Units run at once: worker processes (local; on GPUs placed on the visible devices in turn), "
+                          "or Slurm array parallelism."),
+        click.option("--executor", default="local", show_default=True,
+                     help="local, slurm (submitit), or submitit-local (the Slurm path run on this machine)."),
+        click.option("--threads-per-job", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="CPU threads per local job (0 = cores // jobs)."),
+        click.option("--slurm", "slurm", multiple=True, metavar="KEY=VALUE",
+                     help="submitit parameter, e.g. partition=gpu, timeout_min=120, gpus_per_node=1. Repeatable."),
+        click.option("--tracker", "trackers", multiple=True, metavar="NAME",
+                     help="tensorboard, mlflow or wandb (offline, under OUT/trackers). Repeatable."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def start_run(config: Any, jobs: int, executor: str, threads_per_job: int, slurm: tuple[str, ...],
+              trackers: tuple[str, ...]) -> None:
+    from bench.executor import Dispatch, parse_slurm
+    from bench.runner import run
+
+    dispatch = Dispatch(executor, jobs, threads_per_job, parse_slurm(slurm))
+    path = run(config, log=lambda msg: click.echo(msg, err=True), dispatch=dispatch, trackers=list(trackers))
+    echo_result(path)
+
+
 @main.command("run")
 @click.option("--tokenizers", default="all", show_default=True,
               help="Comma list of tokenizer specs (id, text, tiger, letter, precomputed:PATH) or `all`.")
 @click.option("--reference", default=None, help="Tokenizer the others are tested against (default letter, if run).")
 @run_options
+@engine_options
 @user_errors
 def run_cmd(tokenizers: str, reference: str | None, dataset: str, preset: str, backbone: str, lora: bool | None,
-            seeds: str, out: str, device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None) -> None:
+            seeds: str, out: str, device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None,
+            **engine: Any) -> None:
     """Train and evaluate each tokenizer with the same backbone and recipe."""
-    from bench.runner import run
-
     config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets, tuned, reference=reference,
                          embedding_model=embedding_model)
-    path = run(config, log=lambda msg: click.echo(msg, err=True))
-    echo_result(path)
+    start_run(config, **engine)
 
 
 def make_config(tokenizers: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
@@ -131,19 +159,19 @@ def echo_result(path: object) -> None:
 @main.command("ablate")
 @click.argument("tokenizer", type=click.Choice(["letter"]))
 @run_options
+@engine_options
 @user_errors
 def ablate_cmd(tokenizer: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
-               device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None) -> None:
+               device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None, **engine: Any) -> None:
     """LETTER without each of its losses, against the full model (same data, split, seeds, backbone)."""
     from bench.ablation import letter_ablation
-    from bench.runner import default_out, run
+    from bench.runner import default_out
 
     config = letter_ablation(make_config("letter", dataset, preset, backbone, lora, seeds, out, device, sets, tuned,
                                          embedding_model=embedding_model))
     if not out:
         config.out = str(default_out(config)) + "-ablate-letter"
-    path = run(config, log=lambda msg: click.echo(msg, err=True))
-    echo_result(path)
+    start_run(config, **engine)
 
 
 @main.command("tune")
@@ -174,6 +202,18 @@ def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str,
     path = tune(config, chosen_space, folder, trials, sampler, log=lambda msg: click.echo(msg, err=True))
     click.echo(summary_table(path).to_string(index=False))
     click.echo(f"tuned: {path}")
+
+
+@main.command("compare-paper")
+@click.argument("results", type=click.Path(file_okay=False, path_type=Path))
+@user_errors
+def compare_paper_cmd(results: Path) -> None:
+    """Our test Recall/NDCG@10 (mean ± seed std) beside the published figures; writes paper_comparison.md."""
+    from bench.reporting.paper import write_comparison
+
+    table, path = write_comparison(results)
+    click.echo(table.to_string(index=False))
+    click.echo(f"written: {path}")
 
 
 @main.command("tokenizers")

@@ -30,3 +30,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def no_progress(shown: bool = True) -> bool:
+    """tqdm's `disable`: bars are off where not `shown`, and in job workers (BENCH_PROGRESS=0),
+    whose bars would interleave on one terminal."""
+    return not shown or os.environ.get("BENCH_PROGRESS") == "0"

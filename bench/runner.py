@@ -24,11 +24,13 @@ from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
 from bench.errors import BenchError
 from bench.embeddings.lazy import Embeddings
 from bench.evaluation.metrics import per_user_metrics, popularity_ranking, target_ranks, tidy_means
+from bench.executor import Dispatch, UnitJob, gpu_devices, run_local_pool, run_submitit
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.locks import run_locked
 from bench.options import make_options
 from bench.results import merge_units
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
+from bench.tracking import UnitTracking, check_trackers
 from bench.training import evaluate, make_accelerator, train
 from bench.tuning import reuse_trial
 
@@ -118,9 +120,12 @@ class Run:
     (computing any embeddings), runs the popularity and SASRec rows and writes every file;
     the others wait and load the codes it saved."""
 
-    def __init__(self, config: RunConfig, log: Callable[[str], None] = print, score_test: bool = True):
+    def __init__(self, config: RunConfig, log: Callable[[str], None] = print, score_test: bool = True,
+                 dispatch: Dispatch | None = None, trackers: list[str] | None = None):
         self.config = config
         self.score_test = score_test  # False: validation only (bench tune); the test split is removed
+        self.dispatch = dispatch or Dispatch()
+        self.trackers = check_trackers(trackers or [])
         self.out = Path(config.out) if config.out else default_out(config)
         self.device = resolve_device(config.device)
         self.accelerator = make_accelerator(self.device)
@@ -134,7 +139,9 @@ class Run:
         self.tokenizers: list[str] = []
 
     # -- setup -----------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare(self, write_config: bool = True) -> None:
+        """Data, split, variants and input checks; `write_config=False` in a job, whose calling
+        process wrote the folder's config.json."""
         start = time.perf_counter()
         self.data = load_dataset(self.config.dataset, self.config.synthetic)
         self.split = split_data(self.data, self.config)
@@ -149,7 +156,8 @@ class Run:
         self.variants = variants(self.config, self.tokenizers)
         self._check_inputs()
         self.embeddings = Embeddings(self.data, self.split, self.config, self.device, self.log)
-        self._write_config()  # the first write: every check above runs before the folder exists
+        if write_config:
+            self._write_config()  # the first write: every check above runs before the folder exists
 
     def _runnable(self, specs: list[str]) -> list[str]:
         """Tokenizers that need item text cannot run on a data set without it: an explicit
@@ -240,18 +248,53 @@ class Run:
 
     def run(self) -> Path:
         self.prepare()
-        for seed in self.config.seeds:
-            if self.main and self.score_test:  # reference rows; the others go on to the next barrier
-                self.locked(self.unit_dir("popularity", seed), lambda: self.popularity_unit(seed))
-                self.locked(self.unit_dir("sasrec", seed), lambda: self.sasrec_unit(seed))
-            for variant in self.variants:
-                self.locked(self.unit_dir(variant.label, seed), lambda: self.tokenizer_unit(variant, seed))
+        failed: list[str] = []
+        if self.dispatch.in_process:
+            for seed in self.config.seeds:
+                self.reference_units(seed)
+                for variant in self.variants:
+                    self.locked(self.unit_dir(variant.label, seed), lambda: self.tokenizer_unit(variant, seed))
+        else:
+            failed = self.run_as_jobs()
         if self.main:
             self.merge()
             if self.score_test:  # a validation-only trial has no report
                 self.report()
         self.accelerator.wait_for_everyone()
+        if failed:
+            raise BenchError(f"{len(failed)} unit(s) failed, the others are merged in {self.out} (rerun to resume): "
+                             + "; ".join(failed))
         return self.out
+
+    def reference_units(self, seed: int) -> None:
+        if self.main and self.score_test:  # reference rows; the others go on to the next barrier
+            self.locked(self.unit_dir("popularity", seed), lambda: self.popularity_unit(seed))
+            self.locked(self.unit_dir("sasrec", seed), lambda: self.sasrec_unit(seed))
+
+    def run_as_jobs(self) -> list[str]:
+        """The shared stages here, once (cached on disk), then each unfinished tokenizer unit
+        as a job of the executor (bench/executor.py). Returns one line per failed unit."""
+        if self.accelerator.num_processes > 1:
+            raise BenchError("--jobs/--executor: not under accelerate launch (use one or the other)")
+        for seed in self.config.seeds:
+            self.reference_units(seed)
+        inputs = set().union(*(make_tokenizer(v.tokenizer, v.options).inputs() for v in self.variants))
+        if "text_embeddings" in inputs:
+            self.embeddings.text()
+        for seed in self.config.seeds if "cf_embeddings" in inputs else []:
+            self.embeddings.cf(seed)
+        d = self.dispatch
+        threads = d.threads_per_job if d.executor == "slurm" else d.threads()
+        jobs = [UnitJob(self.config, v.label, seed, tuple(self.trackers), threads)
+                for seed in self.config.seeds for v in self.variants
+                if not (self.unit_dir(v.label, seed) / "done").exists()]
+        if not jobs:
+            return []
+        self.log(f"{len(jobs)} units as jobs: executor {d.executor}, at most {d.jobs} at a time"
+                 + (f", {threads} thread(s) each" if threads else ""))
+        if d.executor == "local":
+            return run_local_pool(jobs, d.jobs, gpu_devices(self.config.device), self.log)
+        return run_submitit(jobs, d, self.out / "submitit", self.log)
 
     def report(self) -> None:
         """report.md and plots; a failure here loses no result (they are all written)."""
@@ -263,14 +306,14 @@ class Run:
         except BenchError as e:
             self.log(f"report not built: {e}")
 
-    def locked(self, unit: Path, work: Callable[[], None]) -> None:
-        """Several runs may share a folder: each unit is trained by one of them (a lock per
-        unit). Under `accelerate launch` the processes train units together, so one launch per
-        folder and no lock."""
+    def locked(self, unit: Path, work: Callable[[], None]) -> bool:
+        """Several runs or jobs may share a folder: each unit is trained by one of them (a lock
+        per unit); False when another holds it. Under `accelerate launch` the processes train
+        units together, so one launch per folder and no lock."""
         if self.accelerator.num_processes > 1:
             work()
-        else:
-            run_locked(unit, work, self.log)
+            return True
+        return run_locked(unit, work, self.log)
 
     def popularity_unit(self, seed: int) -> None:
         unit = self.unit_dir("popularity", seed)
@@ -338,8 +381,12 @@ class Run:
         backbone = make_backbone(self.config.backbone, tokenizer, replace(self.config, recipe=recipe)).to(self.device)
         if recipe.max_input_tokens:
             self.log(f"{label}: {history_read(backbone, self._splits()[-1][1].histories)}")  # test, or validation when tuning
+        tracking = UnitTracking(self.trackers if self.main else [], self.out / "trackers", unit.name)
+        tracking.config({**self.config.to_dict(), "recipe": vars(recipe), "tokenizer": variant.tokenizer,
+                         "tokenizer_options": variant.options, "label": label, "seed": seed})
         result = train(backbone, self.split.train, self.split.valid, recipe, seed, self.log, desc=label,
-                       accelerator=self.accelerator, checkpoint=unit / CHECKPOINT)
+                       accelerator=self.accelerator, checkpoint=unit / CHECKPOINT,
+                       on_epoch=lambda row: tracking.log(row, step=int(row["epoch"])))
         timings["train"] = result.seconds
         start = time.perf_counter()
         trie = backbone.trie()
@@ -351,9 +398,11 @@ class Run:
         timings["evaluate"] = time.perf_counter() - start
         history = [{**row, "best_epoch": result.best_epoch, "stopped_by": result.stopped_by} for row in result.history]
         if self.main:
-            self.write_unit(unit, label, seed, rankings, history, timings,
-                            extra={"invalid": invalid, "stopped_by": result.stopped_by, "best_epoch": result.best_epoch,
-                                   "epochs": len(result.history), **reused})
+            metrics = self.write_unit(unit, label, seed, rankings, history, timings,
+                                      extra={"invalid": invalid, "stopped_by": result.stopped_by,
+                                             "best_epoch": result.best_epoch, "epochs": len(result.history), **reused})
+            tracking.log({**metrics, "best_epoch": result.best_epoch}, step=len(result.history))
+            tracking.finish()
             if self.score_test:  # a tuning trial keeps it: `bench run --tuned` evaluates that model on test
                 (unit / CHECKPOINT).unlink(missing_ok=True)
 
@@ -370,8 +419,9 @@ class Run:
         return [("valid", self.split.valid), ("test", self.split.test)] if self.score_test else [("valid", self.split.valid)]
 
     def write_unit(self, unit: Path, label: str, seed: int, rankings: dict[str, np.ndarray],
-                   history: list[dict], timings: dict[str, float], extra: dict | None = None) -> None:
-        """All of a unit's files, each atomic; `done` last, so a half-written unit is redone."""
+                   history: list[dict], timings: dict[str, float], extra: dict | None = None) -> dict[str, float]:
+        """All of a unit's files, each atomic; `done` last, so a half-written unit is redone.
+        Returns its metrics as `split/metric@k` values."""
         samples = dict(self._splits())
         dataset = self.data.name
         metric_rows, user_frames, ranking_frames = [], [], []
@@ -399,6 +449,7 @@ class Run:
         atomic_write_text(unit / "done", json.dumps(extra or {}))
         test = {m: v for (_, _, _, sp, m, k, v) in metric_rows if sp == "test" and k == 10}
         self.log(f"{label} seed {seed}: test Recall@10 {test.get('recall', float('nan')):.4f}, NDCG@10 {test.get('ndcg', float('nan')):.4f}")
+        return {f"{sp}/{m}@{k}": float(v) for (_, _, _, sp, m, k, v) in metric_rows}
 
     def merge(self) -> None:
         merge_units(self.out, self.data_seconds)
@@ -436,5 +487,6 @@ def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], 
     return tokenizer, data
 
 
-def run(config: RunConfig, log: Callable[[str], None] = print) -> Path:
-    return Run(config, log).run()
+def run(config: RunConfig, log: Callable[[str], None] = print, dispatch: Dispatch | None = None,
+        trackers: list[str] | None = None) -> Path:
+    return Run(config, log, dispatch=dispatch, trackers=trackers).run()

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from bench.datasets import Dataset, Split
 from bench.datasets.split import MAX_HISTORY, Samples
 from bench.errors import BenchError
-from bench.io import atomic_write
+from bench.io import atomic_write, no_progress
 from bench.options import check
 
 DEFAULT_CACHE_DIR = Path(".cache/embeddings")
@@ -222,7 +222,7 @@ def train_sasrec(
                                  weight_decay=options.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     best, best_state, stale = -1.0, None, 0
-    bar = tqdm(range(1, options.epochs + 1), desc="SASRec", unit="epoch", disable=not progress)
+    bar = tqdm(range(1, options.epochs + 1), desc="SASRec", unit="epoch", disable=no_progress(progress))
     for epoch in bar:
         model.train()
         order = rng.permutation(len(inputs))

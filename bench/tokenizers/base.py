@@ -69,6 +69,11 @@ class Tokenizer(ABC):
     @abstractmethod
     def fit(self, ctx: FitContext) -> None: ...
 
+    def inputs(self) -> set[str]:
+        """What `fit` will ask its FitContext for (`text_embeddings`, `cf_embeddings`), so a run
+        that dispatches units as jobs computes these once, before them."""
+        return {"text_embeddings"} if self.needs_text else set()
+
     def history_tokens(self, item: int) -> tuple[int, ...]:
         """Tokens that stand for `item` inside a history; the item's code unless overridden."""
         return self.codes[item]

@@ -91,6 +91,9 @@ class LetterTokenizer(Tokenizer):
         super().__init__(argument, **options)
         self.collisions_before_rounds = 0
 
+    def inputs(self) -> set[str]:
+        return {"text_embeddings", "cf_embeddings"} if self.options.alpha > 0 else {"text_embeddings"}
+
     def fit(self, ctx: FitContext) -> None:
         o: LetterOptions = self.options
         n = ctx.data.n_items

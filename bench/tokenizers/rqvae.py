@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.io import no_progress
 from bench.tokenizers.kmeans import constrained_kmeans, feasible_bounds, init_centres, squared_distances
 
 SELECT_POLICIES = ("collision", "last")
@@ -362,7 +363,7 @@ def train_rqvae(model: RQVAE, x: np.ndarray, h: np.ndarray | None, cfg: TrainCon
     history: list[dict[str, float]] = []
     best_rate, best_state, best_row = math.inf, None, -1
     eval_every = cfg.eval_every or max(1, cfg.epochs // 10)
-    for epoch in tqdm(range(cfg.epochs), desc="rq-vae", disable=not cfg.progress, leave=False):
+    for epoch in tqdm(range(cfg.epochs), desc="rq-vae", disable=no_progress(cfg.progress), leave=False):
         start = time.perf_counter()
         if model.cfg.beta_div > 0:
             model.refresh_groups(cfg.seed + 1000 * epoch)

@@ -69,6 +69,9 @@ class TextTokenizer(Tokenizer):
         self.n_text_tokens = 0  # vocab[:n_text_tokens] are BPE tokens; then <dup_k>, then <sep>
         self.separator = -1
 
+    def inputs(self) -> set[str]:
+        return set()  # titles themselves, no embeddings
+
     def fit(self, ctx: FitContext) -> None:
         o: TextOptions = self.options
         titles = ctx.data.titles()
