@@ -6,7 +6,13 @@
 #   3. a causal-LM run with LoRA (tiny-llama, synthetic, quick preset), and which attention
 #      kernels train it to finite losses under bf16 (scripts/causal_attention_probe.py);
 #   4. an end-to-end `bench run` on MovieLens-100K with the cpu preset (id, tiger, letter,
-#      text), to set beside the CPU reference run.
+#      text), to set beside the CPU reference run;
+#   5. paper-size training samples/s with 1, 4 and 12 units sharing the card
+#      (scripts/gpu_concurrency.sh: what --jobs gains);
+#   6. scripts/reproduce_letter.sh: LETTER's Instruments codes and `id` at the paper preset,
+#      every unit at once, and the table against the paper (paper_comparison.md).
+# ONLY="concurrency reproduce" runs just the steps named (gpu_check perf causal attention
+# ml-100k concurrency reproduce).
 # Each step has its own time limit, so a slow step costs only itself; finished run units are
 # kept (runs are resumable). Usage:
 #   scripts/gpu_suite.sh OUT_DIR [DATA_DIR]      # DATA_DIR holds ml-100k/ and letter/Instruments/
@@ -25,6 +31,7 @@ export PYTHONUNBUFFERED=1
 step() {  # step SECONDS NAME COMMAND...: run one check under a time limit, log its wall time
     local limit=$1 name=$2
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
     echo "=== $name (limit ${limit}s)"
     local start=$SECONDS
     timeout "$limit" "$@"
@@ -47,5 +54,9 @@ step() {  # step SECONDS NAME COMMAND...: run one check under a time limit, log 
     step 60 attention "$PYTHON" scripts/causal_attention_probe.py --device "$DEVICE"
     step 240 ml-100k "$PYTHON" -m bench.cli run --device "$DEVICE" --preset cpu --tokenizers id,tiger,letter,text \
         --dataset "ml-100k:$DATA/ml-100k" --out "$RUNS/ml-100k-cpu"
+    step 150 concurrency scripts/gpu_concurrency.sh "$OUT/concurrency" 1 4 12
+    step 480 reproduce env BENCH="$PYTHON -m bench.cli" DEVICE="$DEVICE" scripts/reproduce_letter.sh \
+        "$DATA/letter/Instruments" "$RUNS/reproduce-letter"
+    cp "$RUNS/reproduce-letter/paper_comparison.md" "$OUT/" 2>/dev/null
     tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude='*.pt' --exclude='rankings.csv' --exclude='per_user.csv' .
 } 2>&1 | tr '\r' '\n' | grep --line-buffered -Ev '[0-9]+/[0-9]+ \[|^\s*$' | tee "$OUT/log.txt"  # without progress bars
