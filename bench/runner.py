@@ -5,30 +5,27 @@ atomically and marked done, so a killed run loses no finished unit and a rerun r
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
 from bench.backbones import Backbone, check_backbone_spec, make_backbone
-from bench.config import KS, RunConfig, same_settings, sasrec_options
+from bench.config import KS, RunConfig, sasrec_options
 from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
 from bench.errors import BenchError
 from bench.embeddings.lazy import Embeddings
-from bench.evaluation.metrics import per_user_metrics, popularity_ranking, target_ranks, tidy_means
+from bench.evaluation.metrics import code_target_ranks, popularity_ranking
 from bench.executor import Dispatch, UnitJob, gpu_devices, run_local_pool, run_submitit
-from bench.io import atomic_write_csv, atomic_write_text
+from bench.io import atomic_write_text
 from bench.locks import run_locked
 from bench.options import make_options
 from bench.results import merge_units
+from bench.run_files import git_commit, merge_saved_config, versions, write_unit_files
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
 from bench.training import evaluate, make_accelerator, train
@@ -36,9 +33,6 @@ from bench.tuning import reuse_trial
 
 TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
 CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch
-# settings that must match for a rerun to resume in the same folder
-_RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "tokenizer_options",
-                "sasrec", "embedding_model", "tuned")
 
 
 def split_data(data: Dataset, config: RunConfig) -> Split:
@@ -61,24 +55,6 @@ def resolve_device(name: str) -> torch.device:
 def default_out(config: RunConfig) -> Path:
     name = config.dataset.partition(":")[0] if ":" not in config.dataset else Path(config.dataset.partition(":")[2]).name
     return Path("results") / f"{name}-{config.preset}-{config.backbone.replace(':', '-').replace('/', '-')}"
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("bench", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "scipy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 @dataclass
@@ -216,23 +192,7 @@ class Run:
         resolved["versions"] = versions()
         resolved["git_commit"] = git_commit()
         path = self.out / "config.json"
-        if path.is_file():
-            try:
-                old = json.loads(path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise BenchError(f"{path}: unreadable ({type(e).__name__}); use another --out or delete the folder") from None
-            for key in (*_RESUME_KEYS, "data"):
-                old_value = old.get(key) if key != "data" else old.get("data", {}).get("fingerprint")
-                new_value = resolved[key] if key != "data" else resolved["data"]["fingerprint"]
-                if key == "tuned":  # runs of other tokenizers may share the folder: same search, same choices
-                    old_value, new_value = _comparable_tuning(old_value, new_value)
-                if not same_settings(key, old_value, new_value):
-                    raise BenchError(f"{self.out}: holds a run with another {key}; use another --out or delete the folder")
-            if old.get("tuned") and resolved["tuned"]:
-                resolved["tuned"]["chosen"] = {**old["tuned"]["chosen"], **resolved["tuned"]["chosen"]}
-            resolved["tokenizers"] = list(dict.fromkeys(old.get("tokenizers", []) + self.tokenizers))
-            resolved["labels"] = list(dict.fromkeys(old.get("labels", []) + resolved["labels"]))
-            resolved["seeds"] = sorted(set(old.get("seeds", [])) | set(self.config.seeds))
+        resolved = merge_saved_config(path, resolved, self.out)
         self.accelerator.wait_for_everyone()  # every process has read the old config.json
         if self.main:
             try:
@@ -390,17 +350,22 @@ class Run:
         timings["train"] = result.seconds
         start = time.perf_counter()
         trie = backbone.trie()
-        rankings, invalid = {}, 0
+        rankings, invalid, code_ranks = {}, 0, {}
+        shared = len(set(tokenizer.codes)) < len(tokenizer.codes)  # collisions kept: scored at code level too
+        item_leaf = trie.item_leaves(self.data.n_items) if shared else None
         for name, samples in self._splits():
             ranked = evaluate(backbone, trie, samples, recipe, desc=f"{label} {name}", accelerator=self.accelerator)
             rankings[name] = ranked.items
             invalid += ranked.n_invalid
+            if item_leaf is not None:
+                code_ranks[name] = code_target_ranks(ranked.leaves, item_leaf[samples.targets])
         timings["evaluate"] = time.perf_counter() - start
         history = [{**row, "best_epoch": result.best_epoch, "stopped_by": result.stopped_by} for row in result.history]
         if self.main:
             metrics = self.write_unit(unit, label, seed, rankings, history, timings,
                                       extra={"invalid": invalid, "stopped_by": result.stopped_by,
-                                             "best_epoch": result.best_epoch, "epochs": len(result.history), **reused})
+                                             "best_epoch": result.best_epoch, "epochs": len(result.history), **reused},
+                                      code_ranks=code_ranks)
             tracking.log({**metrics, "best_epoch": result.best_epoch}, step=len(result.history))
             tracking.finish()
             if self.score_test:  # a tuning trial keeps it: `bench run --tuned` evaluates that model on test
@@ -419,50 +384,20 @@ class Run:
         return [("valid", self.split.valid), ("test", self.split.test)] if self.score_test else [("valid", self.split.valid)]
 
     def write_unit(self, unit: Path, label: str, seed: int, rankings: dict[str, np.ndarray],
-                   history: list[dict], timings: dict[str, float], extra: dict | None = None) -> dict[str, float]:
+                   history: list[dict], timings: dict[str, float], extra: dict | None = None,
+                   code_ranks: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """All of a unit's files, each atomic; `done` last, so a half-written unit is redone.
+        `code_ranks`: per split, the targets' code-level ranks of a tokenizer that keeps
+        collisions, written beside the item-level metrics as code_recall, code_ndcg, code_mrr.
         Returns its metrics as `split/metric@k` values."""
-        samples = dict(self._splits())
-        dataset = self.data.name
-        metric_rows, user_frames, ranking_frames = [], [], []
-        for split_name, items in rankings.items():
-            s = samples[split_name]
-            per_user = per_user_metrics(target_ranks(items, s.targets))
-            for metric, k, value in tidy_means(per_user):
-                metric_rows.append((dataset, label, seed, split_name, metric, k, value))
-            users = [self.data.user_ids[u] for u in s.users]
-            user_frames.append(pd.concat([pd.DataFrame({"dataset": dataset, "tokenizer": label, "seed": seed,
-                                                        "split": split_name, "user": users}), per_user], axis=1))
-            k = items.shape[1]
-            item_ids = np.array(self.data.item_ids + [""], dtype=object)
-            ranking_frames.append(pd.DataFrame({
-                "dataset": dataset, "tokenizer": label, "seed": seed, "split": split_name,
-                "user": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
-                "item": item_ids[items.reshape(-1)]}).query("item != ''"))
-        atomic_write_csv(unit / "metrics.csv", pd.DataFrame(metric_rows, columns=["dataset", "tokenizer", "seed", "split", "metric", "k", "value"]))
-        atomic_write_csv(unit / "per_user.csv", pd.concat(user_frames, ignore_index=True))
-        atomic_write_csv(unit / "rankings.csv", pd.concat(ranking_frames, ignore_index=True))
-        atomic_write_csv(unit / "history.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, **h} for h in history],
-                                                            columns=None if history else ["tokenizer", "seed", "epoch"]))
-        atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v}
-                                                            for k, v in timings.items()]))
-        atomic_write_text(unit / "done", json.dumps(extra or {}))
+        metric_rows = write_unit_files(unit, self.data, dict(self._splits()), label, seed, rankings, history, timings,
+                                       extra, code_ranks)
         test = {m: v for (_, _, _, sp, m, k, v) in metric_rows if sp == "test" and k == 10}
         self.log(f"{label} seed {seed}: test Recall@10 {test.get('recall', float('nan')):.4f}, NDCG@10 {test.get('ndcg', float('nan')):.4f}")
         return {f"{sp}/{m}@{k}": float(v) for (_, _, _, sp, m, k, v) in metric_rows}
 
     def merge(self) -> None:
         merge_units(self.out, self.data_seconds)
-
-
-def _comparable_tuning(old: dict[str, Any] | None, new: dict[str, Any] | None) -> tuple[Any, Any]:
-    """What two runs sharing a folder must agree on about --tuned: the search, and the choice
-    for every tokenizer both of them train (each may name only its own tokenizers)."""
-    if not old or not new:
-        return old or None, new or None
-    common = sorted(set(old["chosen"]) & set(new["chosen"]))
-    return ([old["search"], {k: old["chosen"][k]["settings"] for k in common}],
-            [new["search"], {k: new["chosen"][k]["settings"] for k in common}])
 
 
 def history_read(backbone: Backbone, histories: list[list[int]]) -> str:

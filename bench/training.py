@@ -88,6 +88,7 @@ def evaluate(backbone: Backbone, trie: CodeTrie, samples: Samples, recipe: Recip
     order = np.argsort([len(h) for h in samples.histories], kind="stable")
     items = np.full((len(samples), k), -1, dtype=np.int64)
     scores = np.full((len(samples), k), -np.inf)
+    leaves = np.full((len(samples), recipe.beam), -1, dtype=np.int64)
     n_invalid = 0
     starts = list(range(0, len(order), recipe.eval_batch_size))
     several = accelerator is not None and accelerator.num_processes > 1
@@ -104,8 +105,10 @@ def evaluate(backbone: Backbone, trie: CodeTrie, samples: Samples, recipe: Recip
     for lo, ranked in done:
         idx = order[lo: lo + recipe.eval_batch_size]
         items[idx], scores[idx] = ranked.items, ranked.scores
+        if ranked.leaves is not None:
+            leaves[idx, : ranked.leaves.shape[1]] = ranked.leaves
         n_invalid += ranked.n_invalid
-    return Ranked(items, scores, n_invalid)
+    return Ranked(items, scores, n_invalid, leaves)
 
 
 def _is_main(accelerator: Accelerator | None) -> bool:

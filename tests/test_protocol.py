@@ -260,7 +260,7 @@ def test_run_with_tuned_settings_evaluates_the_chosen_trials_model_for_the_tunin
 
 
 def test_runs_sharing_a_folder_may_name_different_tuned_tokenizers_but_not_other_choices():
-    from bench.runner import _comparable_tuning
+    from bench.run_files import _comparable_tuning
 
     search = {"space": {"recipe.lr": [1, 2]}, "seed": 0}
     a = {"search": search, "chosen": {"id": {"settings": {"recipe.lr": 1}}}}

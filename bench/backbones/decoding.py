@@ -27,6 +27,9 @@ class Ranked:
     items: np.ndarray  # [n_users, k] item ids, -1 where fewer than k items were found
     scores: np.ndarray  # [n_users, k] length-normalised sequence log-probabilities
     n_invalid: int  # finished beams that are not a catalogue item (always 0 when constrained)
+    # [n_users, beam] the finished codes (trie leaves) in score order, -1 where none: code-level
+    # scoring ranks a user's target by its code's place here (several items may share a code)
+    leaves: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -107,6 +110,7 @@ def _rank(trie: CodeTrie, nodes: torch.Tensor, scores: torch.Tensor, k: int) -> 
     nodes_np, scores_np = nodes.cpu().numpy(), scores.float().cpu().numpy()
     item_ptr, item_list = trie.item_ptr.cpu().numpy(), trie.item_list.cpu().numpy()
     n_invalid = int((np.isfinite(scores_np) & ~leaf).sum())
+    leaves = np.where(leaf & np.isfinite(scores_np), nodes_np, -1)
     for u in range(len(nodes_np)):
         pos = 0
         for b in range(nodes_np.shape[1]):
@@ -117,7 +121,7 @@ def _rank(trie: CodeTrie, nodes: torch.Tensor, scores: torch.Tensor, k: int) -> 
                 if pos < k:
                     items[u, pos], out_scores[u, pos] = item, scores_np[u, b]
                     pos += 1
-    return Ranked(items, out_scores, n_invalid)
+    return Ranked(items, out_scores, n_invalid, leaves)
 
 
 @torch.inference_mode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -69,6 +70,14 @@ class CodeTrie:
         first = torch.cumsum(counts, 0) - counts  # position of each row's first edge in the flat list
         offsets = torch.arange(len(rows), device=nodes.device) - first[rows]
         return rows, start[rows] + offsets
+
+    def item_leaves(self, n_items: int) -> np.ndarray:
+        """The leaf (code) of every item [n_items]."""
+        out = np.full(n_items, -1, dtype=np.int64)
+        ptr, items = self.item_ptr.cpu().numpy(), self.item_list.cpu().numpy()
+        for node in np.flatnonzero(np.diff(ptr)):
+            out[items[ptr[node]: ptr[node + 1]]] = node
+        return out
 
     def items_of(self, node: int) -> list[int]:
         return self.item_list[self.item_ptr[node]: self.item_ptr[node + 1]].tolist()

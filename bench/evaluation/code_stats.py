@@ -22,7 +22,8 @@ LEVEL_TOKEN = re.compile(r"^<([a-z])_(\d+)>$")
 CODES_FILE = re.compile(r"^(?P<tokenizer>.+)-seed(?P<seed>\d+)\.index\.json$")
 
 STAT_COLUMNS = ["level", "codebook_size", "used", "usage", "entropy", "normalized_entropy",
-                "perplexity", "gini", "n_items", "n_unique", "collision_rate", "max_group"]
+                "perplexity", "gini", "prefixes", "items_sharing_prefix", "n_items", "n_unique", "collision_rate",
+                "max_group", "collision_groups"]
 
 
 def load_index(path: Path) -> dict[str, list[str]]:
@@ -137,14 +138,25 @@ def code_stats(index: dict[str, list[str]], codebook_size: int | list[int] | Non
     if not isinstance(codebook_size, list):
         codebook_size = [codebook_size] * len(levels)  # type: ignore[list-item]
     codebook_size = (codebook_size + [None] * len(levels))[: len(levels)]
+    sizes = Counter(size for size in groups.values() if size > 1)
     return {
         "n_items": n_items,
         "n_unique": n_unique,
         "collision_rate": (n_items - n_unique) / n_items,
         "max_group": max(groups.values()),
-        "levels": [{"level": lv, **level_stats(level_counts(codes, letter_style, codebook_size[lv] or None))}
-                   for lv, codes in enumerate(levels)],
+        # items sharing a whole code, by group size: "2:10 3:1" = ten pairs and one triple
+        "collision_groups": " ".join(f"{size}:{count}" for size, count in sorted(sizes.items())),
+        "levels": [{"level": lv, **level_stats(level_counts(codes, letter_style, codebook_size[lv] or None)),
+                    **prefix_sharing(index, lv)} for lv, codes in enumerate(levels)],
     }
+
+
+def prefix_sharing(index: dict[str, list[str]], level: int) -> dict[str, int]:
+    """Distinct code prefixes through `level` (tokens 0..level), and the items whose prefix is
+    shared with another item: how far down the hierarchy items stay together (the newer audits
+    of semantic IDs report this per level)."""
+    prefixes = Counter(tuple(toks[: level + 1]) for toks in index.values())
+    return {"prefixes": len(prefixes), "items_sharing_prefix": sum(c for c in prefixes.values() if c > 1)}
 
 
 def stats_frame(stats: dict[str, Any]) -> pd.DataFrame:
@@ -153,7 +165,7 @@ def stats_frame(stats: dict[str, Any]) -> pd.DataFrame:
     for lv in stats["levels"]:
         row = dict(lv)
         row["usage"] = lv["used"] / lv["codebook_size"] if lv["codebook_size"] else 0.0
-        row.update({k: stats[k] for k in ("n_items", "n_unique", "collision_rate", "max_group")})
+        row.update({k: stats[k] for k in ("n_items", "n_unique", "collision_rate", "max_group", "collision_groups")})
         rows.append(row)
     return pd.DataFrame(rows, columns=STAT_COLUMNS)
 
@@ -190,17 +202,26 @@ def saved_collisions(index_path: Path) -> float:
     return float(value) if isinstance(value, int) else math.nan
 
 
+def saved_raw_collisions(index_path: Path) -> float:
+    """Items sharing a code as first assigned (argmin), before any re-assignment of the last
+    level (LETTER's Sinkhorn rounds, the sinkhorn or reassign policy); NaN when not recorded."""
+    extra = _saved_state(index_path).get("extra") or {}
+    value = extra.get("collisions_before", extra.get("collisions_before_rounds"))
+    return float(value) if isinstance(value, int) else math.nan
+
+
 def run_code_stats(run_dir: Path) -> pd.DataFrame:
     """code_stats.csv of a run: tokenizer, seed, then STAT_COLUMNS (one row per level)."""
     frames = []
     for tokenizer, seed, path in code_files(run_dir):
         frame = stats_frame(code_stats(load_index(path), saved_codebook_sizes(path)))
+        frame["collisions_assigned"] = saved_raw_collisions(path)
         frame["collisions_before_unique"] = saved_collisions(path)
         frame.insert(0, "seed", seed)
         frame.insert(0, "tokenizer", tokenizer)
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS, "collisions_before_unique"])
+        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS, "collisions_assigned", "collisions_before_unique"])
     return pd.concat(frames, ignore_index=True).sort_values(["tokenizer", "seed", "level"], kind="stable",
                                                            ignore_index=True)
 

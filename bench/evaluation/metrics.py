@@ -16,6 +16,16 @@ def target_ranks(items: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(found, hits.argmax(axis=1) + 1, 0)
 
 
+def code_target_ranks(leaves: np.ndarray, target_leaves: np.ndarray) -> np.ndarray:
+    """1-based rank of each user's target *code* among the finished codes [n_users, beam] (-1 =
+    none), 0 when absent: LETTER's release scores this way, so an item that shares its code with
+    others counts as found at the code's rank (code-level metrics; item level is target_ranks)."""
+    hits = (leaves == target_leaves[:, None]) & (leaves >= 0)
+    found = hits.any(axis=1)
+    position = np.cumsum(leaves >= 0, axis=1)[np.arange(len(leaves)), hits.argmax(axis=1)]
+    return np.where(found, position, 0)
+
+
 def metric_columns(ks: tuple[int, ...] = KS) -> list[str]:
     return [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks] + ["mrr"]
 

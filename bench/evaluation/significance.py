@@ -17,7 +17,9 @@ from bench.options import check
 
 REFERENCE_ROWS = ("popularity", "sasrec")  # baselines the runner adds next to the tokenizers
 PER_USER_KEYS = ["dataset", "tokenizer", "seed", "split", "user"]
-METRIC_COLUMN = re.compile(r"^(?P<metric>[a-z_]+)(?:@(?P<k>\d+))?$")
+# item-level metrics only: code-level columns (code_recall@10, ...) of tokenizers that keep
+# collisions are reported beside them, not tested (other rows have none)
+METRIC_COLUMN = re.compile(r"^(?!code_)(?P<metric>[a-z_]+)(?:@(?P<k>\d+))?$")
 MRR_K = 20  # metrics.csv stores MRR with k = 20 (the longest ranking)
 
 SIGNIFICANCE_COLUMNS = ["dataset", "split", "metric", "k", "tokenizer", "reference", "n_users", "n_seeds",

@@ -12,6 +12,7 @@ import pandas as pd
 
 from bench.errors import BenchError, DataError
 from bench.evaluation.code_stats import code_files, load_index, run_code_stats, sorted_usage
+from bench.reporting.collision_scoring import collision_scoring_section, item_level
 from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, default_reference, seed_summary,
                                            significance, stars)
 from bench.io import atomic_write_csv, atomic_write_text
@@ -133,7 +134,7 @@ def build_plots(run_dir: Path) -> list[Path]:
 
 def _draw(run_dir: Path, stats: pd.DataFrame | None, sig: pd.DataFrame | None) -> list[Path]:
     config = load_config(run_dir)
-    metrics = load_csv(run_dir, "metrics.csv")
+    metrics = item_level(load_csv(run_dir, "metrics.csv"))
     usage = {}
     for tokenizer, seed, path in code_files(run_dir):
         if tokenizer not in usage:  # first seed of each tokenizer
@@ -267,20 +268,32 @@ def code_section(stats: pd.DataFrame | None) -> list[str]:
         "entropy (nats)": first["entropy"].map(lambda v: _num(v, 3)),
         "entropy / log size": first["normalized_entropy"].map(lambda v: _num(v, 3)),
         "perplexity": first["perplexity"].map(lambda v: _num(v, 1)), "Gini": first["gini"].map(lambda v: _num(v, 3)),
+        "items sharing the prefix": _optional(first, "items_sharing_prefix"),
     })
     whole = pd.DataFrame({
         "tokenizer": collisions["tokenizer"], "seed": collisions["seed"], "items": collisions["n_items"],
         "distinct codes": collisions["n_unique"], "colliding items": collisions["n_items"] - collisions["n_unique"],
         "collision rate": collisions["collision_rate"].map(lambda v: f"{100 * v:.2f}%"),
         "largest group": collisions["max_group"],
+        "colliding as assigned": _optional(collisions, "collisions_assigned"),
         "colliding before made unique": collisions["collisions_before_unique"].map(
             lambda v: "" if pd.isna(v) else str(int(v))),
+        "group sizes (size:groups)": collisions["collision_groups"].fillna("") if "collision_groups" in collisions else "",
     })
     cut = (f" Levels {plots.MAX_LEVELS} and deeper of {', '.join(deep)} are in code_stats.csv." if deep else "")
     return ["## Code statistics", "",
             "Per level (first seed; text and ID tokens: levels are positions, the codebook is the tokens seen)."
-            + cut, "", md_table(levels), "", "Items sharing a whole code (as decoded; the last column counts items that shared a "
-            "semantic code before the tokenizer numbered them apart, e.g. TIGER's 4th level):", "", md_table(whole), ""]
+            + cut, "", md_table(levels), "", "Items sharing a whole code (as decoded). Colliding as assigned: items that "
+            "shared a code as first assigned (argmin), before any re-assignment of the last level (LETTER's Sinkhorn "
+            "rounds, the `sinkhorn` or `reassign` policy); before made unique: after it, before a numbering token "
+            "(e.g. TIGER's 4th level):", "", md_table(whole), ""]
+
+
+def _optional(frame: pd.DataFrame, column: str) -> Any:
+    """A count column that older runs' code_stats.csv lack (blank there)."""
+    if column not in frame:
+        return ""
+    return frame[column].map(lambda v: "" if pd.isna(v) else str(int(v)))
 
 
 def timing_section(timings: pd.DataFrame | None) -> list[str]:
@@ -336,8 +349,9 @@ def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, si
     lines = [f"# Run {config.get('run', Path(run_dir).name)}", ""]
     lines += config_section(config, sig)
     lines += protocol_section(config, load_csv(run_dir, "history.csv"), md_table)
-    lines += metrics_section(sig, seed_summary(metrics))
+    lines += metrics_section(sig, seed_summary(item_level(metrics)))
     lines += ablation_section(config, sig)
+    lines += collision_scoring_section(metrics, md_table, plots.row_order)
     lines += code_section(stats)
     if plot_files:
         lines += ["## Plots", ""]

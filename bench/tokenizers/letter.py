@@ -5,9 +5,11 @@ level in training, and an export that re-encodes colliding items with Sinkhorn.
 Export, as the release's generate_indices.py: argmin codes at every level; then up to
 `export_rounds` rounds in which each group of items sharing a code is re-encoded with Sinkhorn
 on the last level (earlier levels stay argmin, so only the last token changes); then the
-collision policy: `suffix` (ours, default) adds a numbering token to items still colliding,
-`keep` leaves them identical as the official release does. `n_collisions` counts the items
-still colliding after the Sinkhorn rounds, under either policy.
+collision policy (bench/tokenizers/collisions.py): `suffix` (ours, default) adds a numbering
+token to items still colliding, `keep` (and `sinkhorn`, whose rounds are already done) leaves
+them identical as the official release does, `reassign` gives every prefix's items distinct
+last-level codes at the least distance. `n_collisions` counts the items still colliding after
+the rounds (and reassign), before any numbering token.
 
 As released (HonghuiBao2000/LETTER): size-constrained k-means initialisation of every codebook
 and diversity groups from `k-means-constrained` (rqvae.py), alpha/beta/Sinkhorn settings, model
@@ -29,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from bench.options import check
-from bench.tokenizers.base import COLLISION_POLICIES, FitContext, Tokenizer, collision_groups, semantic_codes
+from bench.tokenizers.base import FitContext, Tokenizer
+from bench.tokenizers.collisions import COLLISION_POLICIES, n_colliding, resolve_codes, sinkhorn_rounds
+from bench.tokenizers.kmeans import squared_distances
 from bench.tokenizers.rqvae import (INIT_METHODS, RQVAE_PRESETS, SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig,
-                                    assign, checked_embeddings, parse_sizes, train_rqvae)
+                                    checked_embeddings, last_level_costs, parse_sizes, train_rqvae)
 
 
 @dataclass
@@ -60,7 +64,7 @@ class LetterOptions:
     select: str = "collision"  # lowest collision rate (release) or `last` epoch
     eval_every: int = 0  # epochs between collision-rate checks; 0 = epochs // 10 (release: 2000 of 20,000)
     export_rounds: int = 20  # release: up to 20 Sinkhorn re-encoding rounds
-    collisions: str = "suffix"  # `keep` reproduces the official release
+    collisions: str = "suffix"  # after the Sinkhorn rounds: `keep` (or `sinkhorn`) reproduces the release; reassign
 
     def __post_init__(self) -> None:
         for name in ("levels", "codebook_size", "latent_dim", "epochs", "batch_size", "kmeans_iters",
@@ -111,7 +115,9 @@ class LetterTokenizer(Tokenizer):
                             seed=ctx.seed, device=ctx.device, select=o.select, eval_every=o.eval_every)
         self.history = train_rqvae(model, x, h, train, ctx.log)
         levels, self.collisions_before_rounds = export_codes(model, x, o.export_rounds)
-        self.vocab, self.codes, self.n_collisions = semantic_codes(levels, sizes, o.collisions)
+        costs = last_level_costs(model, x) if o.collisions == "reassign" else None
+        self.vocab, self.codes, found = resolve_codes(levels, costs, o.collisions, sizes, rounds=0)
+        self.n_collisions = found.after  # after the Sinkhorn rounds (and reassign), before a numbering token
         ctx.log(f"letter: {self.collisions_before_rounds} colliding items after argmin, "
                 f"{self.n_collisions} after {o.export_rounds} Sinkhorn rounds (policy {o.collisions})")
 
@@ -133,16 +139,11 @@ def export_codes(model: RQVAE, x: np.ndarray, rounds: int) -> tuple[np.ndarray, 
     again, so it is skipped (same result as the release, less work)."""
     cfg = model.cfg
     levels = model.encode(x).cpu().numpy()
-    before = len(levels) - len(np.unique(levels, axis=0))
     last_residual = model.residuals(x)[:, -1]  # [n, D]
     codebook = model.codebooks[-1].detach()
-    done: set[tuple[int, ...]] = set()
-    for _ in range(rounds):
-        groups = [g for g in collision_groups([tuple(row) for row in levels.tolist()]) if tuple(g) not in done]
-        if not groups:
-            break
-        for group in groups:
-            levels[group, -1] = assign(last_residual[group], codebook, True, cfg.sinkhorn_epsilon,
-                                       cfg.sinkhorn_iters).cpu().numpy()
-            done.add(tuple(group))
-    return levels, before
+    before = n_colliding(levels)
+
+    def group_costs(group: list[int]):  # per group, as the release computes them
+        return squared_distances(last_residual[group], codebook)
+
+    return sinkhorn_rounds(levels, group_costs, rounds, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters), before

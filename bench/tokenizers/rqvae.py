@@ -325,6 +325,13 @@ class RQVAE(nn.Module):
             self.groups.append(torch.from_numpy(labels).to(codebook.device))
 
 
+def last_level_costs(model: "RQVAE", x: np.ndarray) -> np.ndarray:
+    """Each item's squared distance to every code of the last level [n, K], from the residual
+    that level quantises: what `sinkhorn` and `reassign` collision policies re-assign by."""
+    with torch.no_grad():
+        return squared_distances(model.residuals(x)[:, -1], model.codebooks[-1].detach()).cpu().numpy()
+
+
 def collision_rate(codes: torch.Tensor | np.ndarray) -> float:
     """(items - distinct code tuples) / items."""
     codes = np.asarray(codes.cpu() if isinstance(codes, torch.Tensor) else codes)

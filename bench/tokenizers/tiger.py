@@ -1,14 +1,17 @@
 """`tiger` (Rajput et al. 2023): RQ-VAE codes over text embeddings, plus a 4th token that
-numbers the items sharing a 3-token tuple, so every item's code is distinct."""
+numbers the items sharing a 3-token tuple, so every item's code is distinct (`collisions`:
+suffix, TIGER's; or keep, sinkhorn, reassign: bench/tokenizers/collisions.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bench.options import check
-from bench.tokenizers.base import FitContext, Tokenizer, semantic_codes
+from bench.tokenizers.base import FitContext, Tokenizer
+from bench.tokenizers.collisions import COLLISION_POLICIES, resolve_codes
 from bench.tokenizers.rqvae import (INIT_METHODS, RQVAE_PRESETS, SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig,
-                                    checked_embeddings, collision_rate, parse_sizes, train_rqvae)
+                                    checked_embeddings, last_level_costs, parse_sizes, train_rqvae)
 
 
 @dataclass
@@ -28,6 +31,7 @@ class TigerOptions:
     kmeans_restarts: int = 1
     select: str = "collision"  # lowest collision rate (LETTER's release) or `last` epoch
     eval_every: int = 0  # epochs between collision-rate checks for `select`; 0 = epochs // 10
+    collisions: str = "suffix"  # TIGER's numbering level on every item; keep, sinkhorn, reassign
 
     def __post_init__(self) -> None:
         for name in ("levels", "codebook_size", "latent_dim", "epochs", "batch_size", "kmeans_iters", "kmeans_restarts"):
@@ -39,6 +43,7 @@ class TigerOptions:
         check(self.eval_every >= 0, "eval_every must be >= 0")
         check(self.select in SELECT_POLICIES, f"select must be one of {SELECT_POLICIES}")
         check(self.init in INIT_METHODS, f"init must be one of {INIT_METHODS}")
+        check(self.collisions in COLLISION_POLICIES, f"collisions must be one of {COLLISION_POLICIES}")
         parse_sizes(self.hidden)
 
 
@@ -49,6 +54,10 @@ class TigerTokenizer(Tokenizer):
     name = "tiger"
     Options = TigerOptions
     needs_text = True
+
+    def __init__(self, argument: str | None = None, **options: Any):
+        super().__init__(argument, **options)
+        self.collisions_before = 0  # items sharing a whole code before the collision policy
 
     def fit(self, ctx: FitContext) -> None:
         o: TigerOptions = self.options
@@ -62,7 +71,15 @@ class TigerTokenizer(Tokenizer):
                             seed=ctx.seed, device=ctx.device, select=o.select, eval_every=o.eval_every)
         self.history = train_rqvae(model, x, None, train, ctx.log)
         levels = model.encode(x).cpu().numpy()
-        self.vocab, self.codes, self.n_collisions = semantic_codes(levels, sizes, "suffix", every_item=True)
-        ctx.log(f"tiger: collision rate {collision_rate(levels):.4f} before the 4th level, "
-                f"{self.n_collisions} items share a tuple")
+        costs = last_level_costs(model, x) if o.collisions in ("sinkhorn", "reassign") else None
+        self.vocab, self.codes, found = resolve_codes(levels, costs, o.collisions, sizes, every_item=True)
+        self.n_collisions, self.collisions_before = found.after, found.before
+        ctx.log(f"tiger: {found.before} items share a {o.levels}-token tuple, {found.after} after "
+                f"collisions={o.collisions}" + (" (then the numbering level)" if o.collisions == "suffix" else ""))
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"collisions_before": self.collisions_before}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        self.collisions_before = int(extra.get("collisions_before", self.n_collisions))
 

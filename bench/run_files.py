@@ -1,0 +1,117 @@
+"""What a run writes besides its results: config.json (its settings, checked when a run
+resumes or shares the folder, and merged across the runs that share it) and each unit's
+files, each written atomically with the `done` marker last."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.config import same_settings
+from bench.datasets import Dataset, Samples
+from bench.errors import BenchError
+from bench.evaluation.metrics import per_user_metrics, target_ranks, tidy_means
+from bench.io import atomic_write_csv, atomic_write_text
+
+# settings that must match for a rerun to resume in the same folder
+_RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "tokenizer_options",
+                "sasrec", "embedding_model", "tuned")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("bench", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "scipy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def merge_saved_config(path: Path, resolved: dict[str, Any], out: Path) -> dict[str, Any]:
+    """`resolved` checked against the config.json a run of this folder saved, if any (the
+    settings must agree) and merged with it (tokenizers, labels, seeds, tuned choices)."""
+    if not path.is_file():
+        return resolved
+    resolved_tokenizers, resolved_seeds = resolved["tokenizers"], resolved["seeds"]
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BenchError(f"{path}: unreadable ({type(e).__name__}); use another --out or delete the folder") from None
+    for key in (*_RESUME_KEYS, "data"):
+        old_value = old.get(key) if key != "data" else old.get("data", {}).get("fingerprint")
+        new_value = resolved[key] if key != "data" else resolved["data"]["fingerprint"]
+        if key == "tuned":  # runs of other tokenizers may share the folder: same search, same choices
+            old_value, new_value = _comparable_tuning(old_value, new_value)
+        if not same_settings(key, old_value, new_value):
+            raise BenchError(f"{out}: holds a run with another {key}; use another --out or delete the folder")
+    if old.get("tuned") and resolved["tuned"]:
+        resolved["tuned"]["chosen"] = {**old["tuned"]["chosen"], **resolved["tuned"]["chosen"]}
+    resolved["tokenizers"] = list(dict.fromkeys(old.get("tokenizers", []) + resolved_tokenizers))
+    resolved["labels"] = list(dict.fromkeys(old.get("labels", []) + resolved["labels"]))
+    resolved["seeds"] = sorted(set(old.get("seeds", [])) | set(resolved_seeds))
+    return resolved
+
+
+def _comparable_tuning(old: dict[str, Any] | None, new: dict[str, Any] | None) -> tuple[Any, Any]:
+    """What two runs sharing a folder must agree on about --tuned: the search, and the choice
+    for every tokenizer both of them train (each may name only its own tokenizers)."""
+    if not old or not new:
+        return old or None, new or None
+    common = sorted(set(old["chosen"]) & set(new["chosen"]))
+    return ([old["search"], {k: old["chosen"][k]["settings"] for k in common}],
+            [new["search"], {k: new["chosen"][k]["settings"] for k in common}])
+
+
+def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], label: str, seed: int,
+                     rankings: dict[str, np.ndarray], history: list[dict], timings: dict[str, float],
+                     extra: dict | None = None, code_ranks: dict[str, np.ndarray] | None = None) -> list[tuple]:
+    """All of a unit's files, each atomic; `done` last, so a half-written unit is redone.
+    `code_ranks`: per split, the targets' code-level ranks of a tokenizer that keeps
+    collisions, written beside the item-level metrics as code_recall, code_ndcg, code_mrr.
+    Returns the metric rows (dataset, tokenizer, seed, split, metric, k, value)."""
+    dataset = data.name
+    metric_rows, user_frames, ranking_frames = [], [], []
+    for split_name, items in rankings.items():
+        s = samples[split_name]
+        per_user = per_user_metrics(target_ranks(items, s.targets))
+        for metric, k, value in tidy_means(per_user):
+            metric_rows.append((dataset, label, seed, split_name, metric, k, value))
+        if code_ranks and split_name in code_ranks:
+            code = per_user_metrics(code_ranks[split_name])
+            for metric, k, value in tidy_means(code):
+                metric_rows.append((dataset, label, seed, split_name, f"code_{metric}", k, value))
+            per_user = pd.concat([per_user, code.add_prefix("code_")], axis=1)
+        users = [data.user_ids[u] for u in s.users]
+        user_frames.append(pd.concat([pd.DataFrame({"dataset": dataset, "tokenizer": label, "seed": seed,
+                                                    "split": split_name, "user": users}), per_user], axis=1))
+        k = items.shape[1]
+        item_ids = np.array(data.item_ids + [""], dtype=object)
+        ranking_frames.append(pd.DataFrame({
+            "dataset": dataset, "tokenizer": label, "seed": seed, "split": split_name,
+            "user": np.repeat(users, k), "rank": np.tile(np.arange(1, k + 1), len(users)),
+            "item": item_ids[items.reshape(-1)]}).query("item != ''"))
+    atomic_write_csv(unit / "metrics.csv", pd.DataFrame(metric_rows, columns=["dataset", "tokenizer", "seed", "split", "metric", "k", "value"]))
+    atomic_write_csv(unit / "per_user.csv", pd.concat(user_frames, ignore_index=True))
+    atomic_write_csv(unit / "rankings.csv", pd.concat(ranking_frames, ignore_index=True))
+    atomic_write_csv(unit / "history.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, **h} for h in history],
+                                                        columns=None if history else ["tokenizer", "seed", "epoch"]))
+    atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v}
+                                                        for k, v in timings.items()]))
+    atomic_write_text(unit / "done", json.dumps(extra or {}))
+    return metric_rows
