@@ -8,7 +8,10 @@ from bench.errors import BenchError
 from bench.tokenizers.base import FitContext, Tokenizer
 from bench.tokenizers.id import IDTokenizer
 from bench.tokenizers.letter import LetterTokenizer
+from bench.tokenizers.opq import OPQTokenizer
 from bench.tokenizers.precomputed import PrecomputedTokenizer
+from bench.tokenizers.random_codes import RandomTokenizer
+from bench.tokenizers.rqkmeans import RQKMeansTokenizer
 from bench.tokenizers.text import TextTokenizer
 from bench.tokenizers.tiger import TigerTokenizer
 
@@ -18,6 +21,9 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
     "precomputed": PrecomputedTokenizer,
     "tiger": TigerTokenizer,
     "letter": LetterTokenizer,
+    "rqkmeans": RQKMeansTokenizer,
+    "opq": OPQTokenizer,
+    "random": RandomTokenizer,
 }
 
 
