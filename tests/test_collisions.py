@@ -123,3 +123,10 @@ def test_a_run_that_keeps_collisions_scores_them_at_item_and_code_level(tmp_path
     assert "code_ndcg@10" in per_user and per_user.query("tokenizer == 'popularity'")["code_ndcg@10"].isna().all()
     assert not pd.read_csv(tmp_path / "r" / "significance.csv")["metric"].str.startswith("code_").any()
     assert "## Collisions: item- and code-level scoring" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_tokens_may_be_spelt_otherwise_when_letters_run_out():
+    vocab, codes, _ = resolve_codes(LEVELS, None, "suffix", [2, 2, K], spell=lambda level, code: f"<x{level}_{code}>")
+    assert vocab[:2] == ["<x0_0>", "<x0_1>"] and vocab[-1].startswith("<x3_")
+    default, _, _ = resolve_codes(LEVELS, None, "suffix", [2, 2, K])
+    assert default[:2] == ["<a_0>", "<a_1>"] and default[-1].startswith("<d_")

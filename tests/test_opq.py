@@ -5,11 +5,10 @@ import pytest
 
 from bench.datasets import SyntheticSpec, leave_one_out, make_synthetic
 from bench.errors import BenchError
-from bench.tokenizers.base import FitContext, level_token
-from bench.tokenizers.collisions import COLLISION_POLICIES, resolve_codes
+from bench.tokenizers.base import FitContext
 from bench.tokenizers import opq as opq_module
 from bench.tokenizers.opq import (PRESET_OPTIONS, OPQOptions, OPQTokenizer, codebooks, decode_levels, encoder_input,
-                                  index_codes, last_digit_costs, resolve_long_codes, training_items)
+                                  index_codes, last_digit_costs, training_items)
 
 N_ITEMS, DIM = 120, 16
 SMALL = {"digits": 4, "codebook_size": 16}
@@ -132,16 +131,6 @@ def test_more_than_25_digits_get_their_own_spelling(data):
     tok, _ = _fit(data, x=_x(dim=32), digits=32, codebook_size=2)
     assert tok.vocab[:2] == ["<d0_0>", "<d0_1>"] and "<d31_1>" in tok.vocab
     assert len(set(tok.codes)) == N_ITEMS and min(len(c) for c in tok.codes) == 32
-
-
-@pytest.mark.parametrize("policy", COLLISION_POLICIES)
-def test_long_codes_resolve_as_resolve_codes(policy):
-    rng = np.random.default_rng(0)
-    levels = rng.integers(0, 3, size=(40, 3))  # 27 codes for 40 items: collisions
-    costs = rng.random((40, 3))
-    expected = resolve_codes(levels, costs, policy, [3] * 3)
-    got = resolve_long_codes(levels, costs, policy, 3, spell=level_token)
-    assert got[0] == expected[0] and got[1] == expected[1] and got[2] == expected[2]
 
 
 def test_save_load_round_trip(data, tmp_path):

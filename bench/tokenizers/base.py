@@ -123,14 +123,17 @@ def collision_groups(codes: list[tuple[int, ...]]) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
-def semantic_codes(levels: np.ndarray, codebook_sizes: list[int], policy: str,
-                   every_item: bool = False) -> tuple[list[str], list[tuple[int, ...]], int]:
+def semantic_codes(levels: np.ndarray, codebook_sizes: list[int], policy: str, every_item: bool = False,
+                   spell: Callable[[int, int], str] = None) -> tuple[list[str], list[tuple[int, ...]], int]:  # type: ignore[assignment]
     """Vocabulary and codes from an [n_items, L] array of per-level code indices, then
-    `disambiguate`."""
-    vocab = [level_token(lv, k) for lv, size in enumerate(codebook_sizes) for k in range(size)]
+    `disambiguate`. `spell(level, code)` names the tokens (default LETTER's <a_12>, one letter
+    a level, so at most 25 levels; the numbering token is level L's)."""
+    spell = spell or level_token
+    vocab = [spell(lv, k) for lv, size in enumerate(codebook_sizes) for k in range(size)]
     offsets = np.concatenate([[0], np.cumsum(codebook_sizes)[:-1]]).astype(np.int64)
     codes = [tuple(int(x) for x in row) for row in (levels.astype(np.int64) + offsets)]
-    return disambiguate(vocab, codes, policy, every_item)
+    n_levels = len(codebook_sizes)
+    return disambiguate(vocab, codes, policy, every_item, suffix_token=lambda k: spell(n_levels, k))
 
 
 def disambiguate(vocab: list[str], codes: list[tuple[int, ...]], policy: str, every_item: bool = False,

@@ -82,11 +82,12 @@ def reassign_last_level(levels: np.ndarray, last_costs: np.ndarray) -> np.ndarra
 
 
 def resolve_codes(levels: np.ndarray, last_costs: np.ndarray | None, policy: str, codebook_sizes: list[int],
-                  every_item: bool = False, rounds: int = 20, epsilon: float = 0.003,
-                  iters: int = 50) -> tuple[list[str], list[tuple[int, ...]], Collisions]:
+                  every_item: bool = False, rounds: int = 20, epsilon: float = 0.003, iters: int = 50,
+                  spell: Callable[[int, int], str] | None = None) -> tuple[list[str], list[tuple[int, ...]], Collisions]:
     """Vocabulary and codes from per-level code indices [n, L] under `policy`. `last_costs`
     [n, K]: each item's distance to every code of the last level (needed by sinkhorn and
-    reassign). `every_item`: under suffix every item gets the numbering token (TIGER)."""
+    reassign). `every_item`: under suffix every item gets the numbering token (TIGER).
+    `spell(level, code)`: token names (default <a_12>; see base.semantic_codes)."""
     if policy not in COLLISION_POLICIES:
         raise ValueError(f"collisions must be one of {COLLISION_POLICIES}, got {policy!r}")
     before = n_colliding(levels)
@@ -97,5 +98,5 @@ def resolve_codes(levels: np.ndarray, last_costs: np.ndarray | None, policy: str
                   else reassign_last_level(levels, last_costs))
     after = n_colliding(levels)
     disambiguation = {"suffix": "suffix", "keep": "keep", "sinkhorn": "keep", "reassign": "suffix"}[policy]
-    vocab, codes, _ = semantic_codes(levels, codebook_sizes, disambiguation, every_item and policy == "suffix")
+    vocab, codes, _ = semantic_codes(levels, codebook_sizes, disambiguation, every_item and policy == "suffix", spell)
     return vocab, codes, Collisions(before, after)

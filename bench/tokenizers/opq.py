@@ -48,7 +48,7 @@ spherically, so it is the unit-norm mean direction, not the mean), sliced to the
 sub-vector, against the last sub-codebook.
 Token spelling: LETTER's <a_12>, <b_3>, ... (as tiger and letter) when digits <= 25; beyond
 that the alphabet runs out (base.level_token), so digit j's code k is <d{j}_{k}> and the
-numbering token <d{m}_{k}>, with the same collision semantics (`resolve_long_codes`).
+numbering token <d{m}_{k}>, with the same collision semantics (`resolve_codes(..., spell=)`).
 
 Presets: `paper` is RPG's 32 digits x 256 codes. `cpu` (ML-100K: 1,682 items, ~1,650 in the
 training split, 384-d MiniLM) uses 4 digits x 256, the same 4 tokens per item and 256 codes per
@@ -62,15 +62,14 @@ codebook size tiger and letter use there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from bench.errors import BenchError
 from bench.options import check
-from bench.tokenizers.base import FitContext, Tokenizer, disambiguate
-from bench.tokenizers.collisions import (COLLISION_POLICIES, Collisions, n_colliding, reassign_last_level,
-                                         resolve_codes, sinkhorn_rounds)
+from bench.tokenizers.base import FitContext, Tokenizer
+from bench.tokenizers.collisions import COLLISION_POLICIES, resolve_codes
 from bench.tokenizers.rqvae import checked_embeddings
 
 MAX_LETTER_DIGITS = 25  # one letter per digit plus the numbering token's (base.level_token)
@@ -137,10 +136,8 @@ class OPQTokenizer(Tokenizer):
         levels = index_codes(self.index, x)
         last_costs = last_digit_costs(self.index, x)
         K, m = o.codebook_size, o.digits
-        if m <= MAX_LETTER_DIGITS:
-            self.vocab, self.codes, c = resolve_codes(levels, last_costs, o.collisions, [K] * m, every_item=False)
-        else:
-            self.vocab, self.codes, c = resolve_long_codes(levels, last_costs, o.collisions, K, digit_token)
+        spell = None if m <= MAX_LETTER_DIGITS else digit_token  # letters run out beyond 25 digits
+        self.vocab, self.codes, c = resolve_codes(levels, last_costs, o.collisions, [K] * m, spell=spell)
         self.collisions_before, self.n_collisions = c.before, c.after
         err = relative_error(self.index, x, levels)
         ctx.log(f"{self.name}: OPQ{m},IVF1,PQ{m}x{o.nbits} trained on {len(train)} of {n} items (training split), "
@@ -296,32 +293,6 @@ def relative_error(index: Any, x: np.ndarray, levels: np.ndarray) -> float:
 def digit_token(digit: int, code: int) -> str:
     """Token spelling when the letters run out: digit 0's code 12 -> <d0_12>."""
     return f"<d{digit}_{code}>"
-
-
-def resolve_long_codes(levels: np.ndarray, last_costs: np.ndarray | None, policy: str, codebook_size: int,
-                       spell: Callable[[int, int], str] = digit_token,
-                       ) -> tuple[list[str], list[tuple[int, ...]], Collisions]:
-    """collisions.resolve_codes for any number of digits, with tokens spelt by `spell(digit,
-    code)` (the numbering token is digit m's): resolve_codes spells levels with base.level_token,
-    one letter each, so it cannot spell more than 25 digits plus a numbering token. Same
-    policies, same re-assignment functions, same disambiguation; with spell=level_token it
-    returns exactly what resolve_codes does (tested)."""
-    if policy not in COLLISION_POLICIES:
-        raise ValueError(f"collisions must be one of {COLLISION_POLICIES}, got {policy!r}")
-    before = n_colliding(levels)
-    if policy in ("sinkhorn", "reassign"):
-        if last_costs is None:
-            raise ValueError(f"collisions={policy} needs each item's distances to the last level's codes")
-        levels = (sinkhorn_rounds(levels, last_costs) if policy == "sinkhorn"
-                  else reassign_last_level(levels, last_costs))
-    after = n_colliding(levels)
-    m = levels.shape[1]
-    vocab = [spell(j, k) for j in range(m) for k in range(codebook_size)]
-    offsets = np.arange(m, dtype=np.int64) * codebook_size
-    codes = [tuple(int(v) for v in row) for row in levels.astype(np.int64) + offsets]
-    disambiguation = {"suffix": "suffix", "keep": "keep", "sinkhorn": "keep", "reassign": "suffix"}[policy]
-    vocab, codes, _ = disambiguate(vocab, codes, disambiguation, suffix_token=lambda k: spell(m, k))
-    return vocab, codes, Collisions(before, after)
 
 
 __all__ = ["OPQOptions", "OPQTokenizer", "PRESET_OPTIONS"]
