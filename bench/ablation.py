@@ -1,10 +1,13 @@
-"""LETTER ablation: one row per loss switched off, same data, split, seeds and backbone."""
+"""Ablations, one row per variant with the same data, split, seeds and backbone: LETTER with
+each loss switched off, and tokenizers under every collision policy."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bench.config import RunConfig
+from bench.errors import BenchError
+from bench.options import make_options
 
 LETTER_TAU = 0.7  # the paper's best ranking-guided temperature (Instruments)
 
@@ -27,4 +30,28 @@ def letter_ablation(config: RunConfig) -> RunConfig:
                        for label, (_, opts, recipe) in LETTER_ABLATION.items()]
     config.ablation = {label: what for label, (what, _, _) in LETTER_ABLATION.items()}
     config.reference = "letter"
+    return config
+
+
+def collision_ablation(config: RunConfig) -> RunConfig:
+    """One variant per (tokenizer, collision policy), labelled `tiger-keep` etc.; each keeps the
+    tokenizer's tuned settings (looked up by tokenizer); significance against the first
+    tokenizer's default (`suffix`). Kept collisions are also scored at code level."""
+    from bench.tokenizers import TOKENIZERS
+    from bench.tokenizers.collisions import COLLISION_POLICIES
+
+    rows = []
+    for spec in config.tokenizers:
+        name = spec.partition(":")[0]
+        base = config.tokenizer_options.get(name, {})
+        for policy in COLLISION_POLICIES:  # the tokenizer's own option check says which it lacks
+            try:
+                make_options(TOKENIZERS[name].Options, {**base, "collisions": policy}, name)
+            except BenchError as e:
+                raise BenchError(f"bench ablate collisions: {name} cannot take every policy ({e})") from None
+        rows += [(f"{name}-{policy}", spec, {**base, "collisions": policy}, f"{name}, collisions={policy}")
+                 for policy in COLLISION_POLICIES]
+    config.variants = [{"label": label, "tokenizer": spec, "options": opts, "recipe": {}} for label, spec, opts, _ in rows]
+    config.ablation = {label: what for label, _, _, what in rows}
+    config.reference = rows[0][0]
     return config

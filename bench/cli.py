@@ -157,20 +157,27 @@ def echo_result(path: object) -> None:
 
 
 @main.command("ablate")
-@click.argument("tokenizer", type=click.Choice(["letter"]))
+@click.argument("study", type=click.Choice(["letter", "collisions"]))
+@click.option("--tokenizers", default="tiger,rqkmeans", show_default=True,
+              help="collisions: the tokenizers whose collision policies are compared.")
 @run_options
 @engine_options
 @user_errors
-def ablate_cmd(tokenizer: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
-               device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None, **engine: Any) -> None:
-    """LETTER without each of its losses, against the full model (same data, split, seeds, backbone)."""
-    from bench.ablation import letter_ablation
+def ablate_cmd(study: str, tokenizers: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str,
+               out: str, device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None,
+               **engine: Any) -> None:
+    """letter: LETTER without each of its losses, against the full model. collisions: each
+    tokenizer under every collision policy (suffix, keep, sinkhorn, reassign). Same data, split,
+    seeds and backbone."""
+    from bench.ablation import collision_ablation, letter_ablation
     from bench.runner import default_out
 
-    config = letter_ablation(make_config("letter", dataset, preset, backbone, lora, seeds, out, device, sets, tuned,
-                                         embedding_model=embedding_model))
+    names = "letter" if study == "letter" else tokenizers
+    config = make_config(names, dataset, preset, backbone, lora, seeds, out, device, sets, tuned,
+                         embedding_model=embedding_model)
+    config = letter_ablation(config) if study == "letter" else collision_ablation(config)
     if not out:
-        config.out = str(default_out(config)) + "-ablate-letter"
+        config.out = str(default_out(config)) + f"-ablate-{study}"
     start_run(config, **engine)
 
 

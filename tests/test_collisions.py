@@ -105,24 +105,37 @@ def test_the_report_sets_code_level_beside_item_level_and_tables_stay_item_level
     assert collision_scoring_section(item_level(metrics), md_table, sorted) == []
 
 
-def test_a_run_that_keeps_collisions_scores_them_at_item_and_code_level(tmp_path):
-    from bench.config import preset_config
-    from bench.runner import Run
+def test_the_collision_ablation_runs_every_policy_and_scores_kept_collisions_at_both_levels(tmp_path):
+    from click.testing import CliRunner
 
-    sets = {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "1", "recipe.valid_users": "0",
-            "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2", "t5.d_kv": "16", "t5.num_layers": "1",
-            "t5.num_decoder_layers": "1", "sasrec.epochs": "1", "tiger.epochs": "3", "tiger.collisions": "keep"}
-    config = preset_config("quick", sets, dataset="synthetic", tokenizers=["tiger"], device="cpu", out=str(tmp_path / "r"))
-    Run(config, log=lambda m: None).run()
-    metrics = pd.read_csv(tmp_path / "r" / "metrics.csv").query("tokenizer == 'tiger'")
-    item = metrics[~metrics["metric"].str.startswith("code_")].set_index(["split", "metric", "k"])["value"]
-    code = metrics[metrics["metric"].str.startswith("code_")].assign(metric=lambda f: f["metric"].str[5:])
+    from bench.cli import main
+
+    sets = ["synthetic.n_items=60", "synthetic.n_users=80", "recipe.epochs=1", "recipe.valid_users=0", "t5.d_model=32",
+            "t5.d_ff=64", "t5.num_heads=2", "t5.d_kv=16", "t5.num_layers=1", "t5.num_decoder_layers=1",
+            "sasrec.epochs=1", "tiger.epochs=3"]
+    args = ["ablate", "collisions", "--tokenizers", "tiger", "--device", "cpu", "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(main, args + [a for s in sets for a in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    metrics = pd.read_csv(tmp_path / "r" / "metrics.csv")
+    assert {"tiger-suffix", "tiger-keep", "tiger-sinkhorn", "tiger-reassign"} <= set(metrics["tokenizer"])
+    keep = metrics.query("tokenizer == 'tiger-keep'")
+    item = keep[~keep["metric"].str.startswith("code_")].set_index(["split", "metric", "k"])["value"]
+    code = keep[keep["metric"].str.startswith("code_")].assign(metric=lambda f: f["metric"].str[5:])
     code = code.set_index(["split", "metric", "k"])["value"]
     assert len(code) == len(item) and (code >= item - 1e-12).all()  # a code's rank is never behind its items'
+    assert not metrics.query("tokenizer == 'tiger-suffix'")["metric"].str.startswith("code_").any()
     per_user = pd.read_csv(tmp_path / "r" / "per_user.csv")
-    assert "code_ndcg@10" in per_user and per_user.query("tokenizer == 'popularity'")["code_ndcg@10"].isna().all()
+    assert per_user.query("tokenizer == 'popularity'")["code_ndcg@10"].isna().all()
     assert not pd.read_csv(tmp_path / "r" / "significance.csv")["metric"].str.startswith("code_").any()
-    assert "## Collisions: item- and code-level scoring" in (tmp_path / "r" / "report.md").read_text()
+    stats = pd.read_csv(tmp_path / "r" / "code_stats.csv").drop_duplicates("tokenizer").set_index("tokenizer")
+    decoded = stats["n_items"] - stats["n_unique"]
+    assert decoded["tiger-keep"] > 0 and decoded["tiger-suffix"] == 0 and decoded["tiger-reassign"] == 0
+    assert stats.loc["tiger-keep", "collisions_assigned"] == decoded["tiger-keep"]
+    assert decoded["tiger-sinkhorn"] <= decoded["tiger-keep"]
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## Collisions: item- and code-level scoring" in report and "tiger, collisions=reassign" in report
+    bad = CliRunner().invoke(main, ["ablate", "collisions", "--tokenizers", "random", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "random cannot take every policy" in bad.output
 
 
 def test_tokens_may_be_spelt_otherwise_when_letters_run_out():
