@@ -6,6 +6,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.tokenizers.base import FitContext, Tokenizer
+from bench.tokenizers.cid import CIDTokenizer
 from bench.tokenizers.id import IDTokenizer
 from bench.tokenizers.letter import LetterTokenizer
 from bench.tokenizers.opq import OPQTokenizer
@@ -23,6 +24,7 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
     "letter": LetterTokenizer,
     "rqkmeans": RQKMeansTokenizer,
     "opq": OPQTokenizer,
+    "cid": CIDTokenizer,
     "random": RandomTokenizer,
 }
 
