@@ -239,10 +239,8 @@ class Run:
         for seed in self.config.seeds:
             self.reference_units(seed)
         inputs = set().union(*(make_tokenizer(v.tokenizer, v.options).inputs() for v in self.variants))
-        if "text_embeddings" in inputs:
-            self.embeddings.text()
-        for seed in self.config.seeds if "cf_embeddings" in inputs else []:
-            self.embeddings.cf(seed)
+        for seed in self.config.seeds:
+            self.embeddings.materialize(inputs, seed)
         d = self.dispatch
         threads = d.threads_per_job if d.executor == "slurm" else d.threads()
         jobs = [UnitJob(self.config, v.label, seed, tuple(self.trackers), threads)
@@ -327,6 +325,8 @@ class Run:
             tokenizer.load(codes_path, self.data.item_ids)
         else:
             before = dict(self.embeddings.seconds)
+            self.embeddings.materialize(tokenizer.inputs(), seed)
+            set_seed(seed)  # the fit's random stream does not depend on whether its inputs were cached
             tokenizer.fit(self.embeddings.context(seed))
             tokenizer.save(codes_path, self.data.item_ids)
             for key, value in self.embeddings.seconds.items():
@@ -417,6 +417,7 @@ def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], 
     split = split_data(data, config)
     embeddings = Embeddings(data, split, config, device, log)
     tokenizer = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {}))
+    embeddings.materialize(tokenizer.inputs(), seed)
     set_seed(seed)
     tokenizer.fit(embeddings.context(seed))
     return tokenizer, data

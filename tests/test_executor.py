@@ -3,6 +3,7 @@ one process; failures are reported per unit; trackers record a unit's run (Tenso
 back); the `paper` preset is LETTER-TIGER's recipe and may stop on validation loss."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pandas as pd
@@ -18,11 +19,11 @@ from bench.tracking import check_trackers, flat_settings
 
 TINY = {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "2", "recipe.valid_users": "0",
         "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2", "t5.d_kv": "16", "t5.num_layers": "1",
-        "t5.num_decoder_layers": "1", "sasrec.epochs": "1", "tiger.epochs": "5"}
+        "t5.num_decoder_layers": "1", "sasrec.epochs": "1", "tiger.epochs": "5", "letter.epochs": "5"}
 
 
 def _config(out, **sets):
-    return preset_config("quick", {**TINY, **sets}, dataset="synthetic", tokenizers=["id", "tiger"], device="cpu",
+    return preset_config("quick", {**TINY, **sets}, dataset="synthetic", tokenizers=["tiger", "letter"], device="cpu",
                          out=str(out), seeds=[0])
 
 
@@ -33,9 +34,16 @@ def _metrics(out):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
+    """One process, from a cold embedding cache (the cache is under the working directory):
+    the first tokenizer computes the text and CF embeddings, where jobs load them."""
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("one") / "run"
-    Run(_config(out), log=lambda m: None).run()
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cold"))
+    try:
+        out = tmp_path_factory.mktemp("one") / "run"
+        Run(_config(out), log=lambda m: None).run()
+    finally:
+        os.chdir(cwd)
     return out
 
 
@@ -52,13 +60,13 @@ def test_the_submitit_path_runs_units_as_jobs_and_reports_a_failed_one(one_proce
     unit's job gives the unit of one process; a failing job is reported by unit, with its log."""
     run = Run(_config(tmp_path / "sub"), log=lambda m: None)
     run.prepare()
-    good, bad = (UnitJob(run.config, label, 0, threads=1) for label in ("id", "no-such-variant"))
+    good, bad = (UnitJob(run.config, label, 0, threads=1) for label in ("tiger", "no-such-variant"))
     logs = []
     failed = run_submitit([bad, good], Dispatch("submitit-local", jobs=2), tmp_path / "sub" / "submitit", logs.append)
     assert len(failed) == 1 and failed[0].startswith("no-such-variant-seed0: ") and "no variant" in failed[0]
-    assert "logs: " in failed[0] and any(line.startswith("id-seed0: finished") for line in logs)
-    got = pd.read_csv(tmp_path / "sub" / "units" / "id-seed0" / "metrics.csv")
-    pd.testing.assert_frame_equal(got, pd.read_csv(one_process / "units" / "id-seed0" / "metrics.csv"))
+    assert "logs: " in failed[0] and any(line.startswith("tiger-seed0: finished") for line in logs)
+    got = pd.read_csv(tmp_path / "sub" / "units" / "tiger-seed0" / "metrics.csv")
+    pd.testing.assert_frame_equal(got, pd.read_csv(one_process / "units" / "tiger-seed0" / "metrics.csv"))
 
 
 def test_dispatch_and_slurm_options_are_checked():

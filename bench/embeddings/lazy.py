@@ -35,6 +35,16 @@ class Embeddings:
             self.seconds["text_embeddings"] = time.perf_counter() - start
         return self._text
 
+    def materialize(self, inputs: set[str], seed: int) -> None:
+        """Compute (or load from the disk cache) what a tokenizer will ask for, before its fit:
+        loading an encoder or a SASRec model draws on the global random state, so the fit's
+        random stream would otherwise depend on whether these were cached (a unit run as a
+        job loads them; in one process the first tokenizer computes them)."""
+        if "text_embeddings" in inputs:
+            self.text()
+        if "cf_embeddings" in inputs:
+            self.cf(seed)
+
     def context(self, seed: int) -> FitContext:
         """What a tokenizer fits on, with these embeddings behind its lazy accessors."""
         return FitContext(self.data, self.split, seed, str(self.device), text_embeddings=self.text,
