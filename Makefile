@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/bench run --tokenizers all
+	$(BIN)/bench run --tokenizers all --jobs 2 --threads-per-job 1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

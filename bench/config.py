@@ -127,7 +127,7 @@ class DataOptions:
         check(self.cf_embeddings in CF_SOURCES, f"cf_embeddings must be one of {', '.join(CF_SOURCES)}")
 
 _PRESET_RECIPES: dict[str, dict[str, Any]] = {
-    # quick: `make run` (every tokenizer on 700 synthetic users) in about 3 minutes on 2 cores
+    # quick: `make run` (every tokenizer on 700 synthetic users) in about 5 minutes on 2 cores
     "quick": {"lr": 3e-3, "epochs": 3, "patience": 2, "valid_users": 200, "batch_size": 128},
     # cpu: real data on 2 CPU cores. lr and weight decay are chosen per tokenizer by `bench tune`
     # on validation (TUNE_SPACES below; `bench run --tuned DIR`); untuned, lr 1e-3 (P5's) and the
