@@ -94,11 +94,11 @@ class UnitJob:
     seed: int
     trackers: tuple[str, ...] = ()
     threads: int = 0  # 0: leave torch's default
-    device: str | None = None  # None: the config's
 
 
 def run_job(job: UnitJob, device: str | None = None) -> str:
-    """Train and evaluate one unit of the results folder (in a worker or a cluster job)."""
+    """Train and evaluate one unit of the results folder (in a worker or a cluster job);
+    `device`: the worker's slot, else the config's."""
     import torch
 
     from bench.runner import Run
@@ -106,7 +106,7 @@ def run_job(job: UnitJob, device: str | None = None) -> str:
     if job.threads:
         torch.set_num_threads(job.threads)
     name = f"{job.label}-seed{job.seed}"
-    config = replace(job.config, device=device or job.device or job.config.device)
+    config = replace(job.config, device=device or job.config.device)
     run = Run(config, log=lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True), trackers=list(job.trackers))
     run.prepare(write_config=False)
     variant = next((v for v in run.variants if v.label == job.label), None)

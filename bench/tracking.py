@@ -14,8 +14,7 @@ from typing import Any
 
 from bench.errors import BenchError
 
-TRACKERS = ("tensorboard", "mlflow", "wandb")
-_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # each also the name of the package it needs
 
 
 def check_trackers(names: list[str]) -> list[str]:
@@ -25,8 +24,8 @@ def check_trackers(names: list[str]) -> list[str]:
     for name in names:
         if name not in TRACKERS:
             raise BenchError(f"--tracker {name}: unknown (known: {', '.join(TRACKERS)})")
-        if importlib.util.find_spec(_PACKAGES[name]) is None:
-            raise BenchError(f"--tracker {name}: the {_PACKAGES[name]} package is not installed (pip install {_PACKAGES[name]})")
+        if importlib.util.find_spec(name) is None:
+            raise BenchError(f"--tracker {name}: the {name} package is not installed (pip install {name})")
     return list(dict.fromkeys(names))
 
 

@@ -143,3 +143,12 @@ def test_tokens_may_be_spelt_otherwise_when_letters_run_out():
     assert vocab[:2] == ["<x0_0>", "<x0_1>"] and vocab[-1].startswith("<x3_")
     default, _, _ = resolve_codes(LEVELS, None, "suffix", [2, 2, K])
     assert default[:2] == ["<a_0>", "<a_1>"] and default[-1].startswith("<d_")
+
+
+def test_collisions_as_first_assigned_are_read_from_new_and_older_states():
+    from bench.tokenizers.base import saved_collisions_before
+
+    assert saved_collisions_before({"collisions_before": 7, "extra": {}}) == 7
+    assert saved_collisions_before({"extra": {"collisions_before": 5}}) == 5  # tiger/rqkmeans before
+    assert saved_collisions_before({"extra": {"collisions_before_rounds": 3}}) == 3  # letter before
+    assert saved_collisions_before({"collisions_before": None, "extra": {}}) is None

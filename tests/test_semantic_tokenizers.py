@@ -48,7 +48,7 @@ def test_letter_fits_distinct_codes_under_suffix(data):
     tok.fit(_ctx(data))
     assert len(set(tok.codes)) == N_ITEMS
     assert {"cf", "div", "collision_rate"} <= set(tok.history[0])
-    assert tok.n_collisions <= tok.collisions_before_rounds
+    assert tok.n_collisions <= tok.collisions_before
 
 
 def test_letter_keep_reports_collisions_and_suffix_removes_them(data):

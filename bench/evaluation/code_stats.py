@@ -205,9 +205,10 @@ def saved_collisions(index_path: Path) -> float:
 def saved_raw_collisions(index_path: Path) -> float:
     """Items sharing a code as first assigned (argmin), before any re-assignment of the last
     level (LETTER's Sinkhorn rounds, the sinkhorn or reassign policy); NaN when not recorded."""
-    extra = _saved_state(index_path).get("extra") or {}
-    value = extra.get("collisions_before", extra.get("collisions_before_rounds"))
-    return float(value) if isinstance(value, int) else math.nan
+    from bench.tokenizers.base import saved_collisions_before
+
+    value = saved_collisions_before(_saved_state(index_path))
+    return math.nan if value is None else float(value)
 
 
 def run_code_stats(run_dir: Path) -> pd.DataFrame:

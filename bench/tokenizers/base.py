@@ -57,6 +57,9 @@ class Tokenizer(ABC):
         self.vocab: list[str] = []
         self.codes: list[tuple[int, ...]] = []
         self.n_collisions = 0  # n_items - distinct codes, before disambiguation
+        # colliding items as first assigned, before any re-assignment of the last level
+        # (LETTER's Sinkhorn rounds, collisions=sinkhorn|reassign); None where nothing re-assigns
+        self.collisions_before: int | None = None
         self.history: list[dict[str, float]] = []  # per-epoch training log, if any
 
     @property
@@ -90,7 +93,8 @@ class Tokenizer(ABC):
         """LETTER-format index.json, plus a sidecar with the vocabulary and state to reload."""
         atomic_write_text(path, json.dumps(self.index_json(item_ids)))
         state = {"name": self.name, "argument": self.argument, "vocab": self.vocab,
-                 "n_collisions": self.n_collisions, "history": self.history, "extra": self.extra_state()}
+                 "n_collisions": self.n_collisions, "collisions_before": self.collisions_before,
+                 "history": self.history, "extra": self.extra_state()}
         atomic_write_text(path.with_suffix(".state.json"), json.dumps(state))
 
     def load(self, path: Path, item_ids: list[str]) -> None:
@@ -100,6 +104,7 @@ class Tokenizer(ABC):
         lookup = {t: i for i, t in enumerate(self.vocab)}
         self.codes = [tuple(lookup[t] for t in index[item]) for item in item_ids]
         self.n_collisions = state["n_collisions"]
+        self.collisions_before = saved_collisions_before(state)
         self.history = state["history"]
         self.load_extra_state(state["extra"])
 
@@ -108,6 +113,14 @@ class Tokenizer(ABC):
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         pass
+
+
+def saved_collisions_before(state: dict[str, Any]) -> int | None:
+    """`collisions_before` of a saved state; older states kept it in "extra" (letter as
+    collisions_before_rounds)."""
+    extra = state.get("extra") or {}
+    value = state.get("collisions_before", extra.get("collisions_before", extra.get("collisions_before_rounds")))
+    return int(value) if isinstance(value, int) else None
 
 
 def level_token(level: int, code: int) -> str:

@@ -26,7 +26,6 @@ selection by collision rate. Deviations, each one option away from the release:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -91,10 +90,6 @@ class LetterTokenizer(Tokenizer):
     Options = LetterOptions
     needs_text = True
 
-    def __init__(self, argument: str | None = None, **options: Any):
-        super().__init__(argument, **options)
-        self.collisions_before_rounds = 0
-
     def inputs(self) -> set[str]:
         return {"text_embeddings", "cf_embeddings"} if self.options.alpha > 0 else {"text_embeddings"}
 
@@ -114,18 +109,12 @@ class LetterTokenizer(Tokenizer):
         train = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
                             seed=ctx.seed, device=ctx.device, select=o.select, eval_every=o.eval_every)
         self.history = train_rqvae(model, x, h, train, ctx.log)
-        levels, self.collisions_before_rounds = export_codes(model, x, o.export_rounds)
+        levels, self.collisions_before = export_codes(model, x, o.export_rounds)
         costs = last_level_costs(model, x) if o.collisions == "reassign" else None
         self.vocab, self.codes, found = resolve_codes(levels, costs, o.collisions, sizes, rounds=0)
         self.n_collisions = found.after  # after the Sinkhorn rounds (and reassign), before a numbering token
-        ctx.log(f"letter: {self.collisions_before_rounds} colliding items after argmin, "
+        ctx.log(f"letter: {self.collisions_before} colliding items after argmin, "
                 f"{self.n_collisions} after {o.export_rounds} Sinkhorn rounds (policy {o.collisions})")
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"collisions_before_rounds": self.collisions_before_rounds}
-
-    def load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.collisions_before_rounds = int(extra.get("collisions_before_rounds", 0))
 
 
 def export_codes(model: RQVAE, x: np.ndarray, rounds: int) -> tuple[np.ndarray, int]:

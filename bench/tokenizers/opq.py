@@ -110,7 +110,6 @@ class OPQTokenizer(Tokenizer):
 
     def __init__(self, argument: str | None = None, **options: Any):
         super().__init__(argument, **options)
-        self.collisions_before = 0  # items sharing all digits before the collision policy
         self.train_items = 0  # items the quantiser was trained on
         self.index: Any = None  # the trained faiss index, after fit (not saved)
         self.pca: dict[str, np.ndarray] | None = None  # the fitted PCA when pca_dim > 0 (not saved)
@@ -145,10 +144,9 @@ class OPQTokenizer(Tokenizer):
                 f"{c.after} after policy {o.collisions}")
 
     def extra_state(self) -> dict[str, Any]:
-        return {"collisions_before": self.collisions_before, "train_items": self.train_items}
+        return {"train_items": self.train_items}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.collisions_before = int(extra.get("collisions_before", 0))
         self.train_items = int(extra.get("train_items", 0))
 
 

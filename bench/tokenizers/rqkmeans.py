@@ -118,7 +118,6 @@ class RQKMeansTokenizer(Tokenizer):
 
     def __init__(self, argument: str | None = None, **options: Any):
         super().__init__(argument, **options)
-        self.collisions_before = 0  # colliding items before the collision policy re-assigned any
         self.centres: list[np.ndarray] = []  # per level [k, d]; not saved
 
     def fit(self, ctx: FitContext) -> None:
@@ -132,9 +131,3 @@ class RQKMeansTokenizer(Tokenizer):
         self.n_collisions, self.collisions_before = c.after, c.before
         ctx.log(f"rqkmeans: {c.before} colliding items after {o.levels} levels, "
                 f"{c.after} after policy {o.collisions}")
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"collisions_before": self.collisions_before}
-
-    def load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.collisions_before = int(extra.get("collisions_before", self.n_collisions))

@@ -5,7 +5,6 @@ suffix, TIGER's; or keep, sinkhorn, reassign: bench/tokenizers/collisions.py).""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from bench.options import check
 from bench.tokenizers.base import FitContext, Tokenizer
@@ -55,10 +54,6 @@ class TigerTokenizer(Tokenizer):
     Options = TigerOptions
     needs_text = True
 
-    def __init__(self, argument: str | None = None, **options: Any):
-        super().__init__(argument, **options)
-        self.collisions_before = 0  # items sharing a whole code before the collision policy
-
     def fit(self, ctx: FitContext) -> None:
         o: TigerOptions = self.options
         x = checked_embeddings(ctx.text_embeddings(), ctx.data.n_items, "text", self.name)
@@ -76,10 +71,4 @@ class TigerTokenizer(Tokenizer):
         self.n_collisions, self.collisions_before = found.after, found.before
         ctx.log(f"tiger: {found.before} items share a {o.levels}-token tuple, {found.after} after "
                 f"collisions={o.collisions}" + (" (then the numbering level)" if o.collisions == "suffix" else ""))
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"collisions_before": self.collisions_before}
-
-    def load_extra_state(self, extra: dict[str, Any]) -> None:
-        self.collisions_before = int(extra.get("collisions_before", self.n_collisions))
 
