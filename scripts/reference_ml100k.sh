@@ -3,7 +3,7 @@
 # chosen by `bench tune` on validation, then every tokenizer trained on seeds 0, 1, 2 with its
 # choice (seed 0 is the chosen trial's model) and the report built. Two one-thread lanes
 # share the two cores: `text` (the costliest) then rqkmeans and random, and id, tiger and letter
-# then cid (opq joins when it is registered again). Rerun to resume:
+# then cid and opq. Rerun to resume:
 # tuning studies, trials and units continue where they stopped.
 #   scripts/reference_ml100k.sh [DATA_DIR] [OUT] [TUNE_DIR]
 set -euo pipefail
@@ -22,7 +22,7 @@ lane() {
 # the tokenizers of 2025-26 follow (issue 17), split so that both lanes cost about the same
 { lane text && lane rqkmeans,random; } > logs/lane-text.log 2>&1 &
 text=$!
-{ lane id,tiger,letter && lane cid; } > logs/lane-id-tiger-letter.log 2>&1 &
+{ lane id,tiger,letter && lane cid,opq; } > logs/lane-id-tiger-letter.log 2>&1 &
 rest=$!
 wait "$text" "$rest"
 "$BENCH" report "$OUT"

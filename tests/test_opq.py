@@ -143,3 +143,20 @@ def test_save_load_round_trip(data, tmp_path):
     assert back.vocab == tok.vocab and back.codes == tok.codes
     assert (back.n_collisions, back.collisions_before, back.train_items) == \
         (tok.n_collisions, tok.collisions_before, tok.train_items)
+
+
+def test_faiss_runs_on_one_thread_during_the_fit_only(data, monkeypatch):
+    """Multi-threaded faiss beside torch corrupted the heap in OPQ training (FAISS_THREADS)."""
+    import faiss
+
+    seen = []
+    train = opq_module.train_index
+
+    def spy(*args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(opq_module, "train_index", spy)
+    faiss.omp_set_num_threads(2)
+    _fit(data)
+    assert seen == [1] and faiss.omp_get_max_threads() == 2

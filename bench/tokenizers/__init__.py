@@ -9,6 +9,7 @@ from bench.tokenizers.base import FitContext, Tokenizer
 from bench.tokenizers.cid import CIDTokenizer
 from bench.tokenizers.id import IDTokenizer
 from bench.tokenizers.letter import LetterTokenizer
+from bench.tokenizers.opq import OPQTokenizer
 from bench.tokenizers.precomputed import PrecomputedTokenizer
 from bench.tokenizers.random_codes import RandomTokenizer
 from bench.tokenizers.rqkmeans import RQKMeansTokenizer
@@ -22,8 +23,7 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
     "tiger": TigerTokenizer,
     "letter": LetterTokenizer,
     "rqkmeans": RQKMeansTokenizer,
-    # "opq" (bench/tokenizers/opq.py) is held back: faiss's OPQ training corrupted the heap in some
-    # runs (e.g. 400 synthetic items, 4 x 32 codes, through fit_tokenizer); registered once fixed
+    "opq": OPQTokenizer,
     "cid": CIDTokenizer,
     "random": RandomTokenizer,
 }

@@ -61,6 +61,8 @@ codebook size tiger and letter use there.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +76,11 @@ from bench.tokenizers.rqvae import checked_embeddings
 
 MAX_LETTER_DIGITS = 25  # one letter per digit plus the numbering token's (base.level_token)
 FAISS_MIN_POINTS_PER_CODE = 39  # faiss's Clustering.min_points_per_centroid, below which it warns
+# The fit runs faiss on one thread. With more, the pip wheel's OpenMP OpenBLAS (its own
+# libgomp beside torch's) aborted runs with heap corruption inside OPQMatrix's LAPACK calls
+# (`munmap_chunk(): invalid pointer`; faiss issues #2637, #4038), and when the cores are busy
+# its spinning threads made a fit of seconds take minutes. One thread fits ML-100K in seconds.
+FAISS_THREADS = 1
 
 
 @dataclass
@@ -131,14 +138,15 @@ class OPQTokenizer(Tokenizer):
         if len(train) < FAISS_MIN_POINTS_PER_CODE * o.codebook_size:
             ctx.log(f"{self.name}: {len(train)} training items for {o.codebook_size} codes per digit "
                     f"(faiss recommends {FAISS_MIN_POINTS_PER_CODE * o.codebook_size}); codebooks may be noisy")
-        self.index = train_index(x[train], o.digits, o.nbits, ctx.seed)
-        levels = index_codes(self.index, x)
-        last_costs = last_digit_costs(self.index, x)
+        with faiss_threads(FAISS_THREADS):
+            self.index = train_index(x[train], o.digits, o.nbits, ctx.seed)
+            levels = index_codes(self.index, x)
+            last_costs = last_digit_costs(self.index, x)
+            err = relative_error(self.index, x, levels)
         K, m = o.codebook_size, o.digits
         spell = None if m <= MAX_LETTER_DIGITS else digit_token  # letters run out beyond 25 digits
         self.vocab, self.codes, c = resolve_codes(levels, last_costs, o.collisions, [K] * m, spell=spell)
         self.collisions_before, self.n_collisions = c.before, c.after
-        err = relative_error(self.index, x, levels)
         ctx.log(f"{self.name}: OPQ{m},IVF1,PQ{m}x{o.nbits} trained on {len(train)} of {n} items (training split), "
                 f"{x.shape[1]}-d; relative reconstruction error {err:.3f}; {c.before} colliding items, "
                 f"{c.after} after policy {o.collisions}")
@@ -202,6 +210,19 @@ def train_index(x_train: np.ndarray, digits: int, nbits: int, seed: int) -> Any:
     finally:
         opq.pq = None  # `inner` is Python-owned: leave no pointer to it in the index
     return index
+
+
+@contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """Run faiss (and its OpenBLAS) on `n` OpenMP threads inside the block."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _parts(index: Any) -> tuple[Any, Any]:
