@@ -299,7 +299,7 @@ class Run:
     def tokenizer_unit(self, variant: Variant, seed: int) -> None:
         tokenizer = make_tokenizer(variant.tokenizer, variant.options)
         label = variant.label
-        recipe = replace(self.config.recipe, **variant.recipe)
+        recipe = replace(self.config.recipe, **{**tokenizer.recipe_overrides(), **variant.recipe})
         unit = self.unit_dir(label, seed)
         self.accelerator.wait_for_everyone()  # the main process has written the previous unit
         if (unit / "done").exists():

@@ -21,7 +21,9 @@ from accelerate.utils import InitProcessGroupKwargs, gather_object
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 
-from bench.backbones import Backbone, CodeTrie, Ranked, beam_search
+from bench.backbones import Backbone, CodeTrie, Ranked
+from bench.backbones.base import Rngs
+from bench.backbones.ensemble import ensemble_search, view_rngs
 from bench.config import KS, Recipe
 from bench.datasets import Samples
 from bench.errors import BenchError
@@ -80,11 +82,14 @@ def batches(samples: Samples, batch_size: int, rng: np.random.Generator, limit: 
 
 
 def evaluate(backbone: Backbone, trie: CodeTrie, samples: Samples, recipe: Recipe,
-             desc: str = "evaluate", k: int = max(KS), accelerator: Accelerator | None = None) -> Ranked:
-    """Constrained beam search for every sample, in batches of users of similar length.
+             desc: str = "evaluate", k: int = max(KS), accelerator: Accelerator | None = None,
+             ensemble: bool = True) -> Ranked:
+    """Constrained beam search for every sample, in batches of users of similar length, over
+    the tokenizer's inference views (`ensemble` False: the views early stopping reads).
     Under several processes each takes its share of the same batches and the results are
     gathered by batch, so every process returns what one process would."""
     backbone.eval()
+    views = backbone.tokenizer.inference_views(ensemble)
     order = np.argsort([len(h) for h in samples.histories], kind="stable")
     items = np.full((len(samples), k), -1, dtype=np.int64)
     scores = np.full((len(samples), k), -np.inf)
@@ -97,8 +102,8 @@ def evaluate(backbone: Backbone, trie: CodeTrie, samples: Samples, recipe: Recip
     for lo in tqdm(mine, desc=desc, leave=False, unit="batch", disable=no_progress(_is_main(accelerator))):
         idx = order[lo: lo + recipe.eval_batch_size]
         with _autocast(backbone):
-            ranked = beam_search(backbone, trie, [samples.histories[i] for i in idx], recipe.beam, k,
-                                 recipe.length_penalty)
+            ranked = ensemble_search(backbone, trie, [samples.histories[i] for i in idx], idx, views, recipe.beam, k,
+                                     recipe.length_penalty)
         done.append((lo, ranked))
     if several:
         done = gather_object(done)
@@ -118,6 +123,15 @@ def _is_main(accelerator: Accelerator | None) -> bool:
 def _autocast(backbone: Backbone) -> torch.autocast:
     device = backbone.device
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def training_rngs(backbone: Backbone, seed: int, epoch: int, idx: np.ndarray) -> Rngs:
+    """A fresh segmentation draw per example and epoch for a context-aware tokenizer (the
+    release re-segments every example in every batch), from its own (seed, epoch, sample)
+    stream, so a resumed epoch draws the same; None for every other tokenizer."""
+    if not backbone.tokenizer.context_aware:
+        return None
+    return [np.random.default_rng([seed, epoch, int(i)]) for i in idx]
 
 
 def valid_subset(samples: Samples, n: int, seed: int) -> Samples:
@@ -185,7 +199,8 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
         losses = []
         mine = shard(batches(train_samples, recipe.batch_size, rng, recipe.samples_per_epoch), accelerator)
         for idx in tqdm(mine, desc=f"{desc} epoch {epoch}", leave=False, unit="batch", disable=no_progress(main)):
-            batch = backbone.collate([train_samples.histories[i] for i in idx], train_samples.targets[idx].tolist())
+            batch = backbone.collate([train_samples.histories[i] for i in idx], train_samples.targets[idx].tolist(),
+                                     training_rngs(backbone, seed, epoch, idx))
             losses.append(train_step(model, batch, recipe, accelerator, optimizer, scheduler))
         if n > 1:
             losses = gather_object(losses)
@@ -195,7 +210,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
                 row["valid_loss"] = validation_loss(backbone, valid, recipe, accelerator)
                 score, shown = -row["valid_loss"], f"valid loss {row['valid_loss']:.4f}"
             else:
-                ranked = evaluate(backbone, trie, valid, recipe, desc="validate", accelerator=accelerator)
+                ranked = evaluate(backbone, trie, valid, recipe, desc="validate", accelerator=accelerator, ensemble=False)
                 row["valid_ndcg@10"] = float(per_user_metrics(target_ranks(ranked.items, valid.targets))["ndcg@10"].mean())
                 score, shown = row["valid_ndcg@10"], f"valid NDCG@10 {row['valid_ndcg@10']:.4f}"
             if score > best:
@@ -236,11 +251,12 @@ def validation_loss(backbone: Backbone, samples: Samples, recipe: Recipe, accele
     validation signal LETTER-TIGER's release stops on (Hugging Face Trainer's eval_loss)."""
     backbone.eval()
     size = recipe.eval_batch_size * 4  # no beams: a forward pass per batch
+    view = backbone.tokenizer.inference_views(False)[0]  # segmented as validation decodes it
     starts = list(range(0, len(samples), size))[accelerator.process_index::accelerator.num_processes]
     sums = []
     for lo in starts:
         idx = np.arange(lo, min(lo + size, len(samples)))
-        batch = backbone.collate([samples.histories[i] for i in idx], samples.targets[idx].tolist())
+        batch = backbone.collate([samples.histories[i] for i in idx], samples.targets[idx].tolist(), view_rngs(view, idx))
         with _autocast(backbone):
             sums.append((float(backbone(batch, recipe.tau)) * len(idx), len(idx)))
     if accelerator.num_processes > 1:

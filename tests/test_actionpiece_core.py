@@ -1,4 +1,4 @@
-"""ActionPiece core (bench/tokenizers/actionpiece_core.py): hand-derived counts, merges and
+"""ActionPiece core (bench/tokenizers/actionpiece_core.py, actionpiece_segment.py): hand-derived counts, merges and
 segmentations on toy corpora, plus seeded property checks. Pure Python, runs in seconds."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from bench.tokenizers import actionpiece_core as ap
-from bench.tokenizers.actionpiece_core import (Merge, Vocabulary, build_vocabulary, decode_item, fuse_rankings,
-                                               item_features, pair_counts, segment, segment_ensemble,
-                                               segment_pieces, segmentation_stats, token_items)
+from bench.tokenizers.actionpiece_core import Merge, Vocabulary, build_vocabulary, pair_counts
+from bench.backbones.ensemble import fuse_by_rank
+from bench.tokenizers.actionpiece_segment import (decode_item, item_features, segment, segment_ensemble,
+                                                  segment_pieces, segmentation_stats, token_items)
 
 # Toy corpus A: fields {0,1} {2,3} {4}; items are sets of 2-3 features.
 A = [[{0, 2}, {1, 3}],
@@ -177,6 +178,10 @@ def test_decode_item(vocab_a):
     assert decode_item([10], vocab_a) is None and decode_item([], vocab_a) is None
 
 
+def fuse_rankings(rankings, k):
+    return [c for c, _ in fuse_by_rank(rankings, k)]
+
+
 def test_fuse_rankings():
     # a: 1 + 1/log2(3) = 1.63; b: 1/log2(3) + 1 + 1 = 2.63; c: 1/log2(3) = 0.63
     assert fuse_rankings([["a", "b"], ["b", "c"], ["b", "a"]], k=3) == ["b", "a", "c"]
@@ -238,3 +243,86 @@ def test_matches_official_release_on_a_seeded_corpus():
                 (0, 1, 2, 3, 4, 5): [11, 24, 1, 7, 20, 2, 20, 22, 12]}
     for items, tokens in expected.items():
         assert segment([feats[i] for i in items], vocab) == tokens
+
+
+def _one_occurrence_at_a_time(tokens, vocab):
+    """The literal rule: merge the leftmost occurrence of the earliest applicable rule, repeat."""
+    tokens = list(tokens)
+    while True:
+        found = [(t, i) for i in range(len(tokens) - 1)
+                 if (t := vocab.rank.get(tuple(sorted((tokens[i], tokens[i + 1]))))) is not None]
+        if not found:
+            return tokens
+        best, at = min(found)
+        tokens[at:at + 2] = [best]
+
+
+def test_bpe_merges_the_leftmost_occurrence_of_the_earliest_rule():
+    from bench.tokenizers.actionpiece_segment import _bpe
+
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        corpus = [[set(rng.choice(6, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(rng.integers(2, 8))]
+                  for _ in range(12)]
+        vocab = build_vocabulary(corpus, 6 + 25, release_compat=bool(trial % 2))
+        for seq in corpus:
+            flat = [f for s in seq for f in rng.permutation(sorted(s)).tolist()]
+            assert _bpe(list(flat), vocab.adjacent) == _one_occurrence_at_a_time(flat, vocab)
+
+
+def _full_recount_vocabulary(corpus, target_size, n_base, release_compat):
+    """The construction with every affected sequence recounted whole (the first implementation,
+    same lazy heap)."""
+    import heapq
+
+    seqs = [ap._as_sets(s) for s in corpus]
+    scale = ap._scale(max(len(i) for s in seqs for i in s))
+    ctxs = [[None] * (len(s) - 1) for s in seqs]
+    per_seq = [ap._count(s, c, scale) for s, c in zip(seqs, ctxs)]
+    total, where = {}, {}
+    for sid, counts in enumerate(per_seq):
+        for p, w in counts.items():
+            total[p] = total.get(p, 0) + w
+            where.setdefault(p, set()).add(sid)
+    heap = [(-w, p) for p, w in total.items()]
+    heapq.heapify(heap)
+    merges, done = [], set()
+    while n_base + len(merges) < target_size:
+        while heap and (heap[0][1] in done or total[heap[0][1]] != -heap[0][0]):
+            heapq.heappop(heap)
+        if not heap or heap[0][0] >= 0:
+            break
+        count, pair = heapq.heappop(heap)
+        new, diff = n_base + len(merges), {}
+        for sid in list(where.get(pair, ())):
+            ap._apply_everywhere(seqs[sid], ctxs[sid], *pair, new)
+            old, now = per_seq[sid], ap._count(seqs[sid], ctxs[sid], scale)
+            for p, w in now.items():
+                d = w - old.pop(p, 0)
+                if d:
+                    diff[p] = diff.get(p, 0) + d
+                    if d == w:
+                        where.setdefault(p, set()).add(sid)
+            for p, w in () if release_compat else old.items():
+                diff[p] = diff.get(p, 0) - w
+                where[p].discard(sid)
+            per_seq[sid] = now
+        merges.append((pair, new, F(-count, scale)))
+        if not release_compat:
+            done.add(pair)
+        for p, d in diff.items():
+            total[p] = total.get(p, 0) + d
+            if d and p not in done:
+                heapq.heappush(heap, (-total[p], p))
+    return merges
+
+
+def test_windowed_recounts_equal_whole_sequence_recounts():
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        feats, n_base = item_features(rng.integers(0, 3, size=(15, 3)))
+        corpus = [[feats[i] for i in rng.integers(0, 15, size=rng.integers(20, 60))] for _ in range(8)]
+        compat = bool(trial % 2)
+        vocab = build_vocabulary(corpus, n_base + 60, release_compat=compat)
+        assert [(m.pair, m.token, m.count) for m in vocab.merges] == _full_recount_vocabulary(
+            corpus, n_base + 60, n_base, compat)

@@ -4,8 +4,9 @@ Beam search (decoding.py) is shared, so every backbone is decoded the same way."
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -13,6 +14,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bench.backbones.trie import CodeTrie
 from bench.tokenizers.base import Tokenizer
 
+Rngs = Optional[Sequence[Optional[np.random.Generator]]]  # one per history; None: deterministic encodings
 PAD, EOS = 0, 1
 N_SPECIAL = 2  # model ids: 0 <pad> (also T5's decoder start), 1 </s>; item tokens follow
 # Attention kernels a backbone's model may use: all but cuDNN's. On an H200 (torch 2.11, bf16
@@ -70,11 +72,14 @@ class Backbone(nn.Module, ABC):
             kept += 1
         return history[len(history) - kept:]
 
-    def history_ids(self, history: list[int]) -> list[int]:
-        return [t + self.offset for item in self.recent_history(history) for t in self.tokenizer.history_tokens(item)]
+    def history_ids(self, history: list[int], rng: np.random.Generator | None = None) -> list[int]:
+        """The model ids of a history: its recent items, encoded by the tokenizer as a whole
+        (`rng`: a context-aware tokenizer's segmentation draw; None = deterministic)."""
+        return [t + self.offset for t in self.tokenizer.encode_history(self.recent_history(history), rng)]
 
     @abstractmethod
-    def collate(self, histories: list[list[int]], targets: list[int]) -> dict[str, torch.Tensor]: ...
+    def collate(self, histories: list[list[int]], targets: list[int], rngs: Rngs = None) -> dict[str, torch.Tensor]:
+        """A training batch; `rngs`: one segmentation draw per history (context-aware tokenizers)."""
 
     @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor], tau: float = 1.0) -> torch.Tensor: ...
@@ -85,8 +90,8 @@ class Backbone(nn.Module, ABC):
             return self.loss(batch, tau)
 
     @abstractmethod
-    def begin(self, histories: list[list[int]], beam: int) -> Any:
-        """Decoding state for len(histories) * beam rows (user-major)."""
+    def begin(self, histories: list[list[int]], beam: int, rngs: Rngs = None) -> Any:
+        """Decoding state for len(histories) * beam rows (user-major); `rngs` as in collate."""
 
     @abstractmethod
     def step(self, state: Any, tokens: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
@@ -97,6 +102,11 @@ class Backbone(nn.Module, ABC):
     def sequence_logprob(self, history: list[int], sequences: list[tuple[int, ...]]) -> torch.Tensor:
         """Teacher-forced log-likelihood of each full sequence (EOS appended) after `history`:
         the brute-force reference that beam search approximates."""
+
+
+def per_history(rngs: Rngs, n: int) -> Sequence[np.random.Generator | None]:
+    """`rngs`, or n Nones."""
+    return [None] * n if rngs is None else rngs
 
 
 def pad_sequences(seqs: list[list[int]], value: int, left: bool = False) -> torch.Tensor:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer as WordTokenizer
 from tokenizers import models, pre_tokenizers
@@ -22,7 +23,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, Llama
                           PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2Config)
 from transformers.cache_utils import DynamicCache
 
-from bench.backbones.base import EOS, N_SPECIAL, PAD, Backbone, ce_loss, pad_sequences
+from bench.backbones.base import EOS, N_SPECIAL, PAD, Backbone, Rngs, ce_loss, pad_sequences, per_history
 from bench.config import CausalOptions
 from bench.errors import BenchError
 from bench.tokenizers.base import Tokenizer
@@ -118,6 +119,7 @@ class CausalBackbone(Backbone):
         self.head = bos + encode(PROMPT_HEAD)
         self.separator = encode(PROMPT_SEPARATOR)
         self.tail = encode(" " + PROMPT_TAIL)
+        self.item_base = base  # LM id of item token 0
         self.item_ids = [[base + t for t in tokenizer.history_tokens(i)] for i in range(len(tokenizer.codes))]
         self.target_ids = [[base + t for t in code] + [eos] for code in tokenizer.codes]
         if options.gradient_checkpointing:
@@ -163,9 +165,14 @@ class CausalBackbone(Backbone):
         return next(self.parameters()).device
 
     # -- prompts ---------------------------------------------------------------------------
-    def prompt(self, history: list[int]) -> list[int]:
+    def prompt(self, history: list[int], rng: np.random.Generator | None = None) -> list[int]:
+        """Head, the recent items (each item's tokens, separated; a context-aware tokenizer's
+        encoding of the whole history, unseparated, as its tokens may span items), tail."""
+        recent = self.recent_history(history)
+        if self.tokenizer.context_aware:
+            return list(self.head) + [self.item_base + t for t in self.tokenizer.encode_history(recent, rng)] + self.tail
         ids = list(self.head)
-        for n, item in enumerate(self.recent_history(history)):
+        for n, item in enumerate(recent):
             ids += (self.separator if n else []) + self.item_ids[item]
         return ids + self.tail
 
@@ -183,12 +190,13 @@ class CausalBackbone(Backbone):
         return out.logits
 
     # -- training --------------------------------------------------------------------------
-    def collate(self, histories: list[list[int]], targets: list[int]) -> dict[str, torch.Tensor]:
+    def collate(self, histories: list[list[int]], targets: list[int], rngs: Rngs = None) -> dict[str, torch.Tensor]:
         """Left-padded prompt + response, so every response ends at the last position and only
         the last max(response)+1 positions need logits. Labels: the response only, or (option
         train_prompt, LC-Rec's release) every token, padding included."""
         responses = [self.target_ids[t] for t in targets]
-        ids, mask, positions = self._left_padded([self.prompt(h) + r for h, r in zip(histories, responses)])
+        prompts = [self.prompt(h, r) for h, r in zip(histories, per_history(rngs, len(histories)), strict=True)]
+        ids, mask, positions = self._left_padded([p + r for p, r in zip(prompts, responses)])
         if self.options.train_prompt:
             labels, keep = ids.clone(), 0
         else:
@@ -210,9 +218,10 @@ class CausalBackbone(Backbone):
         """Log-softmax over the whole LM vocabulary, restricted to the model-id columns."""
         return torch.log_softmax(logits.float(), dim=-1)[..., self.columns]
 
-    def begin(self, histories: list[list[int]], beam: int) -> CausalState:
+    def begin(self, histories: list[list[int]], beam: int, rngs: Rngs = None) -> CausalState:
         """Reads each prompt once, then copies its cache to the user's beams."""
-        ids, mask, positions = self._left_padded([self.prompt(h) for h in histories])
+        prompts = [self.prompt(h, r) for h, r in zip(histories, per_history(rngs, len(histories)), strict=True)]
+        ids, mask, positions = self._left_padded(prompts)
         cache = DynamicCache(config=self._config)
         logits = self._forward(ids, mask, positions, 1, cache)
         cache.batch_repeat_interleave(beam)

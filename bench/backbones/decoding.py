@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.backbones.base import Backbone, attention_kernels
+from bench.backbones.base import Backbone, Rngs, attention_kernels
 from bench.backbones.trie import CodeTrie
 
 
@@ -34,20 +34,21 @@ class Ranked:
 
 @torch.inference_mode()
 def beam_search(backbone: Backbone, trie: CodeTrie, histories: list[list[int]], beam: int, k: int,
-                length_penalty: float = 1.0, early_stopping: bool = False) -> Ranked:
+                length_penalty: float = 1.0, early_stopping: bool = False, rngs: Rngs = None) -> Ranked:
     """Scores are sums of log-softmax over the full vocabulary (masking after normalisation,
     as Hugging Face's prefix_allowed_tokens_fn does), divided by length ** length_penalty.
-    `early_stopping=True` stops a user as soon as its pool holds `beam` items (HF's True)."""
+    `early_stopping=True` stops a user as soon as its pool holds `beam` items (HF's True).
+    `rngs`: how each history is segmented (Backbone.collate)."""
     with attention_kernels():
-        return _beam_search(backbone, trie, histories, beam, k, length_penalty, early_stopping)
+        return _beam_search(backbone, trie, histories, beam, k, length_penalty, early_stopping, rngs)
 
 
 def _beam_search(backbone: Backbone, trie: CodeTrie, histories: list[list[int]], beam: int, k: int,
-                 length_penalty: float, early_stopping: bool) -> Ranked:
+                 length_penalty: float, early_stopping: bool, rngs: Rngs) -> Ranked:
     n_users = len(histories)
     n = n_users * beam
     device = backbone.device
-    state = backbone.begin(histories, beam)
+    state = backbone.begin(histories, beam, rngs)
     nodes = torch.zeros(n, dtype=torch.long, device=device)
     scores = torch.full((n,), float("-inf"), device=device)
     scores[::beam] = 0.0  # one live beam per user at the start

@@ -13,7 +13,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from bench.backbones.base import EOS, PAD, Backbone, ce_loss, pad_sequences
+from bench.backbones.base import EOS, PAD, Backbone, Rngs, ce_loss, pad_sequences, per_history
 from bench.config import T5Size
 from bench.tokenizers.base import Tokenizer
 
@@ -65,12 +65,13 @@ class T5Backbone(Backbone):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode_inputs(self, histories: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = pad_sequences([self.history_ids(h) + [EOS] for h in histories], PAD).to(self.device)
+    def encode_inputs(self, histories: list[list[int]], rngs: Rngs = None) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.history_ids(h, r) + [EOS] for h, r in zip(histories, per_history(rngs, len(histories)), strict=True)]
+        ids = pad_sequences(rows, PAD).to(self.device)
         return ids, (ids != PAD).long()
 
-    def collate(self, histories: list[list[int]], targets: list[int]) -> dict[str, torch.Tensor]:
-        ids, mask = self.encode_inputs(histories)
+    def collate(self, histories: list[list[int]], targets: list[int], rngs: Rngs = None) -> dict[str, torch.Tensor]:
+        ids, mask = self.encode_inputs(histories, rngs)
         codes = self.item_sequences()
         labels = pad_sequences([list(codes[t]) + [EOS] for t in targets], -100).to(self.device)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
@@ -82,8 +83,8 @@ class T5Backbone(Backbone):
                          decoder_input_ids=decoder_input, use_cache=False)
         return ce_loss(out.logits, labels, tau)
 
-    def begin(self, histories: list[list[int]], beam: int) -> T5State | FastT5State:
-        ids, mask = self.encode_inputs(histories)
+    def begin(self, histories: list[list[int]], beam: int, rngs: Rngs = None) -> T5State | FastT5State:
+        ids, mask = self.encode_inputs(histories, rngs)
         hidden = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         if self.fast_decoding:
             cross = []

@@ -211,6 +211,16 @@ def saved_raw_collisions(index_path: Path) -> float:
     return math.nan if value is None else float(value)
 
 
+# a context-aware tokenizer's segmentation of its training sequences (ActionPiece): distinct tokens
+# used / vocabulary, tokens per item, merged-token occurrences spanning two or more items / all
+SEQUENCE_STATS = ("vocab_usage", "tokens_per_item", "cross_item_share")
+
+
+def saved_sequence_stats(index_path: Path) -> dict[str, float]:
+    stats = _saved_state(index_path).get("sequence_stats") or {}
+    return {k: float(stats[k]) for k in SEQUENCE_STATS if isinstance(stats.get(k), (int, float))}
+
+
 def run_code_stats(run_dir: Path) -> pd.DataFrame:
     """code_stats.csv of a run: tokenizer, seed, then STAT_COLUMNS (one row per level)."""
     frames = []
@@ -218,11 +228,15 @@ def run_code_stats(run_dir: Path) -> pd.DataFrame:
         frame = stats_frame(code_stats(load_index(path), saved_codebook_sizes(path)))
         frame["collisions_assigned"] = saved_raw_collisions(path)
         frame["collisions_before_unique"] = saved_collisions(path)
+        sequence = saved_sequence_stats(path)
+        for key in SEQUENCE_STATS:
+            frame[key] = sequence.get(key, math.nan)
         frame.insert(0, "seed", seed)
         frame.insert(0, "tokenizer", tokenizer)
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS, "collisions_assigned", "collisions_before_unique"])
+        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS, "collisions_assigned", "collisions_before_unique",
+                                     *SEQUENCE_STATS])
     return pd.concat(frames, ignore_index=True).sort_values(["tokenizer", "seed", "level"], kind="stable",
                                                            ignore_index=True)
 

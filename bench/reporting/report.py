@@ -286,7 +286,20 @@ def code_section(stats: pd.DataFrame | None) -> list[str]:
             + cut, "", md_table(levels), "", "Items sharing a whole code (as decoded). Colliding as assigned: items that "
             "shared a code as first assigned (argmin), before any re-assignment of the last level (LETTER's Sinkhorn "
             "rounds, the `sinkhorn` or `reassign` policy); before made unique: after it, before a numbering token "
-            "(e.g. TIGER's 4th level):", "", md_table(whole), ""]
+            "(e.g. TIGER's 4th level):", "", md_table(whole), "", *sequence_section(collisions)]
+
+
+def sequence_section(first: pd.DataFrame) -> list[str]:
+    """Context-aware tokenizers (ActionPiece): how their vocabulary segments the training sequences."""
+    rows = first[first["tokens_per_item"].notna()] if "tokens_per_item" in first else first.iloc[:0]
+    if rows.empty:
+        return []
+    table = pd.DataFrame({"tokenizer": rows["tokenizer"], "seed": rows["seed"],
+                          "vocabulary used": rows["vocab_usage"].map(lambda v: f"{100 * v:.1f}%"),
+                          "tokens per item": rows["tokens_per_item"].map(lambda v: _num(v, 2)),
+                          "merged tokens spanning items": rows["cross_item_share"].map(lambda v: f"{100 * v:.1f}%")})
+    return ["Context-aware tokenizers: their segmentation of the training sequences (one random segmentation "
+            "per sequence, as in training):", "", md_table(table), ""]
 
 
 def _optional(frame: pd.DataFrame, column: str) -> Any:

@@ -6,6 +6,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.tokenizers.base import FitContext, Tokenizer
+from bench.tokenizers.actionpiece import ActionPieceTokenizer
 from bench.tokenizers.cid import CIDTokenizer
 from bench.tokenizers.id import IDTokenizer
 from bench.tokenizers.letter import LetterTokenizer
@@ -26,6 +27,7 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
     "opq": OPQTokenizer,
     "cid": CIDTokenizer,
     "random": RandomTokenizer,
+    "actionpiece": ActionPieceTokenizer,
 }
 
 

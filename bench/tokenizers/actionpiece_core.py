@@ -6,9 +6,8 @@ An item is an unordered set of feature tokens 0 .. n_base-1 (distinct across fie
 token pair, counted inside a set (weight 2/|A|) and across adjacent sets (1/(|A_i||A_i+1|));
 a cross-set merge puts its token in the slot between the sets, which then pairs with each
 neighbour (1/|A|). Only the sequences holding the merged pair are updated (inverted index,
-per-sequence counts, lazy max-heap), as in the release. `segment` is the release's
-deterministic segmentation without an rng (its targets) and set permutation regularisation
-with one (its training inputs and inference-ensemble members). Counts are exact (integers
+per-sequence counts, lazy max-heap), as in the release. Segmentation with the vocabulary is
+in actionpiece_segment.py. Counts are exact (integers
 over `Vocabulary.scale`): ties go to the smallest pair, as the release's heap of (-count, pair)
 orders them, but never to rounding. `release_compat=True` reproduces the release's counting.
 """
@@ -20,9 +19,8 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Collection, Hashable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
-import numpy as np
 
 Pair = tuple[int, int]
 Item = Collection[int]
@@ -66,12 +64,14 @@ class Vocabulary:
     merges: list[Merge]
     scale: int = 1
     rank: dict[Pair, int] = field(init=False, repr=False)  # a repeated rule maps to its last token
+    adjacent: dict[Pair, int] = field(init=False, repr=False)  # `rank` under both orders of each pair
     _weight: dict[int, int] = field(init=False, repr=False)  # count * scale, exact
     _expanded: dict[int, tuple[int, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.scale = math.lcm(self.scale, *(m.count.denominator for m in self.merges))
         self.rank = {m.pair: m.token for m in self.merges}
+        self.adjacent = {**self.rank, **{(b, a): t for (a, b), t in self.rank.items()}}
         self._weight = {m.token: int(m.count * self.scale) for m in self.merges}
         self._expanded = {}
 
@@ -102,28 +102,65 @@ class Vocabulary:
 
 
 def _count(states: list[list[int]], ctx: Slots, scale: int) -> dict[Pair, int]:
-    """Weighted pair counts of one sequence, times `scale` (the hot loop: pairs built inline)."""
+    """Weighted pair counts of one sequence, times `scale`."""
     out: dict[Pair, int] = defaultdict(int)
-    for i, s in enumerate(states):
+    _count_window(states, ctx, 0, len(states) - 1, scale, out, 1)
+    return out
+
+
+def _count_window(states: list[list[int]], ctx: Slots, lo: int, hi: int, scale: int,
+                  out: dict[Pair, int], sign: int) -> None:
+    """Add sign x the counts of sets lo..hi and of the links between consecutive ones (the hot
+    loop: pairs built inline)."""
+    for i in range(lo, hi + 1):
+        s = states[i]
         if len(s) > 1:
-            w = 2 * scale // len(s)
+            w = sign * (2 * scale // len(s))
             for p, x in enumerate(s):
                 for y in s[p + 1:]:
                     out[(x, y) if x <= y else (y, x)] += w
-        if i == len(states) - 1:
+        if i == hi:
             break
         c, t = ctx[i], states[i + 1]
         if c is None and s and t:
-            w = scale // (len(s) * len(t))
+            w = sign * (scale // (len(s) * len(t)))
             for x in s:
                 for y in t:
                     out[(x, y) if x <= y else (y, x)] += w
         elif c is not None:
             for side in (v for v in (s, t) if v):
-                w = scale // len(side)
+                w = sign * (scale // len(side))
                 for x in side:
                     out[(x, c) if x <= c else (c, x)] += w
-    return out
+
+
+def _count_change(old_states: list[list[int]], old_ctx: Slots, states: list[list[int]], ctx: Slots,
+                  ids: list[int], scale: int) -> dict[Pair, int]:
+    """The count difference of one sequence made by a merge pass (and its tidy), computed on
+    windows around what changed instead of both whole sequences. `ids`: the old index of each
+    surviving set. A set is changed when its tokens differ; a link when its slot or its right
+    neighbour differ. Each run of changes is counted one unchanged set beyond each end, so the
+    links leaving a window are the same before and after."""
+    n = len(states)
+    changed = [p for p in range(n) if states[p] != old_states[ids[p]]]
+    for p in range(n - 1):
+        if ids[p + 1] != ids[p] + 1 or ctx[p] != old_ctx[ids[p]]:
+            changed += [p, p + 1]
+    if not changed:
+        return {}
+    out: dict[Pair, int] = defaultdict(int)
+    changed = sorted(set(changed))
+    start = prev = changed[0]
+    for p in changed[1:] + [n + 2]:
+        if p > prev + 2:  # windows [start-1, prev+1] and [p-1, ...] share no set
+            lo, hi = max(start - 1, 0), min(prev + 1, n - 1)
+            old_lo = 0 if lo == 0 else ids[lo]
+            old_hi = len(old_states) - 1 if hi == n - 1 else ids[hi]
+            _count_window(old_states, old_ctx, old_lo, old_hi, scale, out, -1)
+            _count_window(states, ctx, lo, hi, scale, out, 1)
+            start = p
+        prev = p
+    return {q: d for q, d in out.items() if d}
 
 
 def _merge_inside(states: list[list[int]], i: int, a: int, b: int, new: int) -> bool:
@@ -154,9 +191,10 @@ def _merge_with_slot(states: list[list[int]], ctx: Slots, j: int, i: int, a: int
     return True
 
 
-def _tidy(states: list[list[int]], ctx: Slots) -> None:
+def _tidy(states: list[list[int]], ctx: Slots, ids: list[int] | None = None) -> None:
     """The release's clean-up: an emptied set takes the token of the slot on its left; an empty
-    set followed by an empty slot disappears (the last set always stays)."""
+    set followed by an empty slot disappears (the last set always stays). `ids`, if given, is
+    kept in step (one entry per set)."""
     changed = True
     while changed:
         changed = False
@@ -167,13 +205,17 @@ def _tidy(states: list[list[int]], ctx: Slots) -> None:
         while j < len(states) - 1:
             if not states[j] and ctx[j] is None:
                 del states[j], ctx[j]
+                if ids is not None:
+                    del ids[j]
                 changed = True
             else:
                 j += 1
 
 
-def _apply_everywhere(states: list[list[int]], ctx: Slots, a: int, b: int, new: int) -> tuple[int, int]:
-    """One left-to-right pass applying rule (a, b) wherever it fits; returns (within, across)."""
+def _apply_everywhere(states: list[list[int]], ctx: Slots, a: int, b: int, new: int,
+                      ids: list[int] | None = None) -> tuple[int, int]:
+    """One left-to-right pass applying rule (a, b) wherever it fits, then the tidy (`ids` as
+    there); returns (within, across)."""
     within = across = 0
     for i in range(len(states)):
         within += _merge_inside(states, i, a, b, new)
@@ -184,7 +226,7 @@ def _apply_everywhere(states: list[list[int]], ctx: Slots, a: int, b: int, new: 
         else:
             across += _merge_with_slot(states, ctx, i, i, a, b, new)
             across += _merge_with_slot(states, ctx, i + 1, i, a, b, new)
-    _tidy(states, ctx)
+    _tidy(states, ctx, ids)
     return within, across
 
 
@@ -232,19 +274,23 @@ def build_vocabulary(corpus: Sequence[Sequence[Item]], target_size: int, n_base:
         new, within, across = n_base + len(merges), 0, 0
         diff: dict[Pair, int] = defaultdict(int)
         for sid in list(where[pair]):
-            w_in, w_across = _apply_everywhere(seqs[sid], ctxs[sid], *pair, new)
+            states, ctx = seqs[sid], ctxs[sid]
+            old_states, old_ctx, ids = list(states), list(ctx), list(range(len(states)))
+            w_in, w_across = _apply_everywhere(states, ctx, *pair, new, ids)
             within, across = within + w_in, across + w_across
-            old, now = per_seq[sid], _count(seqs[sid], ctxs[sid], scale)
-            for p, w in now.items():
-                d = w - old.pop(p, 0)
-                if d:
+            counts = per_seq[sid]
+            for p, d in _count_change(old_states, old_ctx, states, ctx, ids, scale).items():
+                before = counts.get(p, 0)
+                if before + d:
+                    counts[p] = before + d
                     diff[p] += d
-                    if d == w:  # new in this sequence
+                    if not before:  # new in this sequence
                         where[p].add(sid)
-            for p, w in () if release_compat else old.items():  # gone from this sequence
-                diff[p] -= w
-                where[p].discard(sid)
-            per_seq[sid] = now
+                else:  # gone from this sequence: the release keeps its count (release_compat)
+                    del counts[p]
+                    if not release_compat:
+                        diff[p] += d
+                        where[p].discard(sid)
         merges.append(Merge(pair, new, Fraction(-count, scale), within, across))
         if not release_compat:
             done.add(pair)
@@ -255,166 +301,3 @@ def build_vocabulary(corpus: Sequence[Sequence[Item]], target_size: int, n_base:
         if progress is not None:
             progress(len(merges))
     return Vocabulary(n_base, merges, scale)
-
-
-def _segment_structured(sequence: Sequence[Item], vocab: Vocabulary) -> list[int]:
-    """Apply, one at a time, the applicable rule of highest score: count * 2/|A| inside a set,
-    count / (|A||B|) between two sets, count / |A| between a set and a slot; a tie goes to the
-    first found, scanning set i, then slot i with set i and set i+1 (or set i with set i+1)."""
-    states = _as_sets(sequence)
-    ctx: Slots = [None] * (len(states) - 1)
-    scale = _scale(max(len(s) for s in states))
-
-    def consider(best: tuple | None, x: int, y: int, num: int, den: int, move: tuple) -> tuple | None:
-        token = vocab.rank.get(_pair(x, y))
-        if token is None:
-            return best
-        score = vocab._weight[token] * scale * num // den  # exact: den divides scale
-        return (score, move, token) if best is None or score > best[0] else best
-
-    while True:
-        best = None
-        for i, s in enumerate(states):
-            for p in range(len(s)):
-                for q in range(p + 1, len(s)):
-                    best = consider(best, s[p], s[q], 2, len(s), ("in", i, i))
-            if i == len(states) - 1:
-                break
-            t, c = states[i + 1], ctx[i]
-            for x in s if c is None else ():
-                for y in t:
-                    best = consider(best, x, y, 1, len(s) * len(t), ("sets", i, i))
-            for j, side in ((i, s), (i + 1, t)) if c is not None else ():
-                for x in side:
-                    best = consider(best, x, c, 1, len(side), ("slot", i, j))
-        if best is None:
-            break
-        (kind, i, j), token = best[1], best[2]
-        a, b = vocab.merges[token - vocab.n_base].pair
-        if kind == "in":
-            _merge_inside(states, i, a, b, token)
-        elif kind == "sets":
-            _merge_sets(states, ctx, i, a, b, token)
-        else:
-            _merge_with_slot(states, ctx, j, i, a, b, token)
-        _tidy(states, ctx)
-    return [tok for i, s in enumerate(states) for tok in s + [c for c in ctx[i:i + 1] if c is not None]]
-
-
-def segment_pieces(sequence: Sequence[Item], vocab: Vocabulary,
-                   rng: np.random.Generator) -> tuple[list[int], list[tuple[tuple[int, int], ...]]]:
-    """Set permutation regularisation: shuffle each set, flatten, then merge adjacent tokens,
-    earliest rule first, one occurrence at a time (BPE). Also returns, per token, the
-    (item index, feature) pairs it covers in sequence order: a segmentation decodes back."""
-    tokens: list[int] = []
-    pieces: list[tuple[tuple[int, int], ...]] = []
-    for k, s in enumerate(_as_sets(sequence)):
-        for j in rng.permutation(len(s)):
-            tokens.append(s[j])
-            pieces.append(((k, s[j]),))
-    while True:
-        found = [(t, i) for i in range(len(tokens) - 1)
-                 if (t := vocab.rank.get(_pair(tokens[i], tokens[i + 1]))) is not None]
-        if not found:
-            return tokens, pieces
-        best, at = min(found)
-        tokens[at:at + 2] = [best]
-        pieces[at:at + 2] = [pieces[at] + pieces[at + 1]]
-
-
-def segment(sequence: Sequence[Item], vocab: Vocabulary, rng: np.random.Generator | None = None) -> list[int]:
-    """Tokens of a sequence: deterministic without `rng` (the release's `shuffle='none'`, used for
-    targets), set permutation regularisation with it (`shuffle='feature'`, used for inputs)."""
-    return _segment_structured(sequence, vocab) if rng is None else segment_pieces(sequence, vocab, rng)[0]
-
-
-def segment_ensemble(sequence: Sequence[Item], vocab: Vocabulary, n: int,
-                     rng: np.random.Generator | None) -> list[list[int]]:
-    """Inputs of the inference ensemble: `n` independent random segmentations of a history
-    (release default 5); n = -1: the single deterministic one (the release's -1)."""
-    if n == -1:
-        return [segment(sequence, vocab)]
-    if n < 1 or rng is None:
-        raise ValueError("an ensemble needs n >= 1 and an rng, or n = -1")
-    return [segment(sequence, vocab, rng) for _ in range(n)]
-
-
-def decode_item(tokens: Sequence[int], vocab: Vocabulary) -> frozenset[int] | None:
-    """Generated tokens -> one item's feature set, or None if a token is out of range or a
-    feature repeats. Look the set up in a {frozenset(features): item} catalogue; the release
-    scores anything that is not one whole item's features as an invalid beam."""
-    if any(not 0 <= t < vocab.size for t in tokens):
-        return None
-    feats = [f for t in tokens for f in vocab.expand(t)]
-    return frozenset(feats) if feats and len(set(feats)) == len(feats) else None
-
-
-def fuse_rankings(rankings: Sequence[Sequence[Hashable | None]], k: int) -> list[Hashable]:
-    """The release's ensemble aggregation (model.py `generate`): in each member's beam list the
-    candidate at rank j (from 0) gains 1/log2(j + 2); invalid beams (None) keep their rank and
-    gain nothing; sort by total (ties: first seen), keep k."""
-    score: dict[Hashable, float] = defaultdict(float)
-    for ranking in rankings:
-        for j, candidate in enumerate(ranking):
-            if candidate is not None:
-                score[candidate] += 1.0 / math.log2(j + 2)
-    return sorted(score, key=score.__getitem__, reverse=True)[:k]
-
-
-def item_features(codes: np.ndarray, n_hash_buckets: int = 0,
-                  rng: np.random.Generator | None = None) -> tuple[list[tuple[int, ...]], int]:
-    """(features per item, n_base) from [n_items, n_fields] codes (release: 4 OPQ digits of a PCA'd
-    text embedding). `n_hash_buckets` (release: 128) adds a field: per distinct code row a random
-    permutation of buckets, its k-th item taking the k-th, so no two items share all features."""
-    codes = np.asarray(codes, dtype=np.int64)
-    if n_hash_buckets:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        perms: dict[tuple[int, ...], np.ndarray] = {}
-        seen: Counter[tuple[int, ...]] = Counter()
-        bucket = np.empty(len(codes), dtype=np.int64)
-        for i, row in enumerate(map(tuple, codes.tolist())):
-            if seen[row] >= n_hash_buckets:
-                raise ValueError(f"more than {n_hash_buckets} items share the code {row}")
-            if row not in perms:
-                perms[row] = rng.permutation(n_hash_buckets)
-            bucket[i], seen[row] = perms[row][seen[row]], seen[row] + 1
-        codes = np.column_stack([codes, bucket])
-    tokens, base = np.empty_like(codes), 0
-    for f in range(codes.shape[1]):
-        values, inverse = np.unique(codes[:, f], return_inverse=True)
-        tokens[:, f] = base + inverse.reshape(-1)
-        base += len(values)
-    return [tuple(r) for r in tokens.tolist()], base
-
-
-def token_items(sequence: Sequence[Item], tokens: Sequence[int], vocab: Vocabulary) -> list[tuple[int, int]]:
-    """(first, last) item of each token, tokens taking consecutive positions of the sets laid out
-    in order (exact for random segmentations, whose tokens are contiguous). Raises unless the
-    tokens cover exactly the sequence's features."""
-    sets = _as_sets(sequence)
-    if Counter(f for t in tokens for f in vocab.expand(t)) != Counter(f for s in sets for f in s):
-        raise ValueError("the tokens do not cover exactly the sequence's features")
-    ends, pos, out = np.cumsum([len(s) for s in sets]), 0, []
-    for t in tokens:
-        n = len(vocab.expand(t))
-        out.append((int(np.searchsorted(ends, pos, "right")), int(np.searchsorted(ends, pos + n - 1, "right"))))
-        pos += n
-    return out
-
-
-def segmentation_stats(sequences: Sequence[Sequence[Item]], segmentations: Sequence[Sequence[int]],
-                       vocab: Vocabulary) -> dict[str, float]:
-    """vocab_usage (distinct tokens used / size), merged_usage (distinct merged tokens used /
-    merges), tokens_per_item, cross_item_share (merged-token occurrences spanning >= 2 items /
-    merged-token occurrences), cross_merge_share (merges built more often across than inside)."""
-    used: set[int] = set()
-    n_tokens = n_items = n_merged = n_spanning = 0
-    for seq, toks in zip(sequences, segmentations, strict=True):
-        used.update(toks)
-        n_tokens, n_items = n_tokens + len(toks), n_items + len(seq)
-        for t, (first, last) in zip(toks, token_items(seq, toks, vocab)):
-            n_merged, n_spanning = n_merged + (t >= vocab.n_base), n_spanning + (t >= vocab.n_base and first != last)
-    n_merges = max(len(vocab.merges), 1)
-    return {"vocab_usage": len(used) / vocab.size, "merged_usage": sum(t >= vocab.n_base for t in used) / n_merges,
-            "tokens_per_item": n_tokens / max(n_items, 1), "cross_item_share": n_spanning / max(n_merged, 1),
-            "cross_merge_share": sum(m.n_across > m.n_within for m in vocab.merges) / n_merges}

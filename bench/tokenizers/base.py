@@ -61,6 +61,8 @@ class Tokenizer(ABC):
         # (LETTER's Sinkhorn rounds, collisions=sinkhorn|reassign); None where nothing re-assigns
         self.collisions_before: int | None = None
         self.history: list[dict[str, float]] = []  # per-epoch training log, if any
+        # a context-aware tokenizer's segmentation of its training sequences (code_stats.SEQUENCE_STATS)
+        self.sequence_stats: dict[str, float] = {}
 
     @property
     def label(self) -> str:
@@ -81,6 +83,29 @@ class Tokenizer(ABC):
         """Tokens that stand for `item` inside a history; the item's code unless overridden."""
         return self.codes[item]
 
+    # -- sequence-level tokenization: the one extension point for tokenizers whose tokens for an
+    # item depend on its neighbours (ActionPiece). `codes` stay what decoding emits for an item
+    # (its target); only how a whole history becomes tokens, and how many encodings of it
+    # decoding fuses, are the tokenizer's.
+    context_aware: ClassVar[bool] = False  # True: encode_history draws segmentations from an rng
+
+    def encode_history(self, items: list[int], rng: np.random.Generator | None = None) -> list[int]:
+        """A history's tokens, oldest item first. Default: each item's `history_tokens` in turn.
+        A context-aware tokenizer overrides it: `rng` draws one of its segmentations (training
+        inputs, ensemble members), None asks for its deterministic one."""
+        return [t for item in items for t in self.history_tokens(item)]
+
+    def recipe_overrides(self) -> dict[str, Any]:
+        """Recipe settings a tokenizer's release fixes for itself (ActionPiece's 50 beams at the
+        paper preset); a variant's own recipe changes still win. Default: none."""
+        return {}
+
+    def inference_views(self, ensemble: bool) -> list[int | None]:
+        """The encodings of every history that decoding ranks and then fuses by rank, as rng
+        seeds (None: the deterministic encoding). `ensemble` is True for the reported rankings,
+        False for the validation early stopping reads. Default: one deterministic view."""
+        return [None]
+
     # -- derived views ---------------------------------------------------------------------
     @property
     def max_code_length(self) -> int:
@@ -94,7 +119,7 @@ class Tokenizer(ABC):
         atomic_write_text(path, json.dumps(self.index_json(item_ids)))
         state = {"name": self.name, "argument": self.argument, "vocab": self.vocab,
                  "n_collisions": self.n_collisions, "collisions_before": self.collisions_before,
-                 "history": self.history, "extra": self.extra_state()}
+                 "history": self.history, "sequence_stats": self.sequence_stats, "extra": self.extra_state()}
         atomic_write_text(path.with_suffix(".state.json"), json.dumps(state))
 
     def load(self, path: Path, item_ids: list[str]) -> None:
@@ -106,6 +131,7 @@ class Tokenizer(ABC):
         self.n_collisions = state["n_collisions"]
         self.collisions_before = saved_collisions_before(state)
         self.history = state["history"]
+        self.sequence_stats = dict(state.get("sequence_stats") or {})
         self.load_extra_state(state["extra"])
 
     def extra_state(self) -> dict[str, Any]:
