@@ -184,3 +184,16 @@ def test_subset_samples_keep_their_indices_in_views():
     b = view_rngs(1, [6])
     assert a[1].integers(1 << 30) == b[0].integers(1 << 30)
     assert view_rngs(None, [1, 2]) is None
+
+
+def test_code_statistics_report_the_segmentation(tok, data, tmp_path):
+    from bench.evaluation.code_stats import run_code_stats
+    from bench.reporting.report import code_section
+
+    tok.save(tmp_path / "codes" / "actionpiece-seed0.index.json", data[0].item_ids)
+    stats = run_code_stats(tmp_path)  # mixed feature and merged tokens: levels are positions
+    assert set(stats["tokenizer"]) == {"actionpiece"} and (stats["used"] == stats["codebook_size"]).all()
+    assert stats["tokens_per_item"].iloc[0] == pytest.approx(tok.sequence_stats["tokens_per_item"])
+    assert stats["cross_item_share"].iloc[0] == pytest.approx(tok.sequence_stats["cross_item_share"])
+    text = "\n".join(code_section(stats))
+    assert "tokens per item" in text and f"{tok.sequence_stats['tokens_per_item']:.2f}" in text

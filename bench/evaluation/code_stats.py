@@ -117,12 +117,15 @@ def level_stats(counts: np.ndarray) -> dict[str, Any]:
 
 def vocab_codebook_sizes(vocab: list[str]) -> list[int] | None:
     """Per-level codebook sizes from a tokenizer's vocabulary (<a_0>..<a_255> -> 256): the true
-    sizes, where inferring from the codes would miss unused top codes. None for other tokens."""
+    sizes, where inferring from the codes would miss unused top codes. None unless every token
+    is LETTER-style (other tokens, or a mix such as ActionPiece's features and merged tokens:
+    levels are then positions and the codebook is the tokens seen)."""
     sizes: dict[str, int] = {}
     for token in vocab:
-        m = re.match(r"^<([a-z])_(\d+)>$", token)
-        if m:
-            sizes[m.group(1)] = max(sizes.get(m.group(1), 0), int(m.group(2)) + 1)
+        m = LEVEL_TOKEN.match(token)
+        if m is None:
+            return None
+        sizes[m.group(1)] = max(sizes.get(m.group(1), 0), int(m.group(2)) + 1)
     if not sizes:
         return None
     return [sizes.get(chr(ord("a") + i), 0) for i in range(max(ord(k) - ord("a") for k in sizes) + 1)]
@@ -222,21 +225,20 @@ def saved_sequence_stats(index_path: Path) -> dict[str, float]:
 
 
 def run_code_stats(run_dir: Path) -> pd.DataFrame:
-    """code_stats.csv of a run: tokenizer, seed, then STAT_COLUMNS (one row per level)."""
+    """code_stats.csv of a run: tokenizer, seed, then STAT_COLUMNS (one row per level), and
+    SEQUENCE_STATS when a context-aware tokenizer is in the run (blank for the others)."""
     frames = []
     for tokenizer, seed, path in code_files(run_dir):
         frame = stats_frame(code_stats(load_index(path), saved_codebook_sizes(path)))
         frame["collisions_assigned"] = saved_raw_collisions(path)
         frame["collisions_before_unique"] = saved_collisions(path)
-        sequence = saved_sequence_stats(path)
-        for key in SEQUENCE_STATS:
-            frame[key] = sequence.get(key, math.nan)
+        for key, value in saved_sequence_stats(path).items():
+            frame[key] = value
         frame.insert(0, "seed", seed)
         frame.insert(0, "tokenizer", tokenizer)
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS, "collisions_assigned", "collisions_before_unique",
-                                     *SEQUENCE_STATS])
+        return pd.DataFrame(columns=["tokenizer", "seed", *STAT_COLUMNS, "collisions_assigned", "collisions_before_unique"])
     return pd.concat(frames, ignore_index=True).sort_values(["tokenizer", "seed", "level"], kind="stable",
                                                            ignore_index=True)
 
