@@ -88,7 +88,7 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def engine_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """How `run` and `ablate` dispatch their units and what they report to; no result changes."""
+    """How `run`, `ablate` and `tune` dispatch their units and what they report to; no result changes."""
     for option in reversed([
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Units run at once: worker processes (local; on GPUs placed on the visible devices in turn), "
@@ -189,10 +189,12 @@ def ablate_cmd(study: str, tokenizers: str, dataset: str, preset: str, backbone:
               help="Trials per tokenizer (0 = the whole grid).")
 @click.option("--sampler", default="grid", show_default=True, help="grid (every combination) or tpe (Optuna's TPE).")
 @run_options
+@engine_options
 @user_errors
 def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str, dataset: str, preset: str, backbone: str,
              lora: bool | None, seeds: str, out: str, device: str, sets: tuple[str, ...], embedding_model: str | None,
-             tuned: Path | None) -> None:
+             tuned: Path | None, jobs: int, executor: str, threads_per_job: int, slurm: tuple[str, ...],
+             trackers: tuple[str, ...]) -> None:
     """Choose recipe settings per tokenizer on validation only (the test split is never scored)."""
     from bench.config import TUNE_SPACES
     from bench.runner import default_out
@@ -206,7 +208,11 @@ def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str,
     chosen_space = parse_space(space) if space else TUNE_SPACES[preset]
     from bench.tuning import summary_table
 
-    path = tune(config, chosen_space, folder, trials, sampler, log=lambda msg: click.echo(msg, err=True))
+    from bench.executor import Dispatch, parse_slurm
+
+    dispatch = Dispatch(executor, jobs, threads_per_job, parse_slurm(slurm))
+    path = tune(config, chosen_space, folder, trials, sampler, log=lambda msg: click.echo(msg, err=True),
+                dispatch=dispatch, trackers=trackers)
     click.echo(summary_table(path).to_string(index=False))
     click.echo(f"tuned: {path}")
 

@@ -94,6 +94,7 @@ class UnitJob:
     seed: int
     trackers: tuple[str, ...] = ()
     threads: int = 0  # 0: leave torch's default
+    score_test: bool = True  # False: a validation-only tuning trial (bench tune)
 
 
 def run_job(job: UnitJob, device: str | None = None) -> str:
@@ -107,7 +108,8 @@ def run_job(job: UnitJob, device: str | None = None) -> str:
         torch.set_num_threads(job.threads)
     name = f"{job.label}-seed{job.seed}"
     config = replace(job.config, device=device or job.config.device)
-    run = Run(config, log=lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True), trackers=list(job.trackers))
+    run = Run(config, log=lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True), score_test=job.score_test,
+              trackers=list(job.trackers))
     run.prepare(write_config=False)
     variant = next((v for v in run.variants if v.label == job.label), None)
     if variant is None:
@@ -115,6 +117,20 @@ def run_job(job: UnitJob, device: str | None = None) -> str:
     start = time.perf_counter()
     trained = run.locked(run.unit_dir(job.label, job.seed), lambda: run.tokenizer_unit(variant, job.seed))
     return f"{name}: {'finished' if trained else 'taken by another process'} in {time.perf_counter() - start:.0f} s"
+
+
+def dispatch_jobs(jobs: list[UnitJob], dispatch: Dispatch, folder: Path, device: str,
+                  log: Callable[[str], None]) -> list[str]:
+    """Run `jobs` with the dispatch's executor (submitit's files under `folder`); one line per
+    failed unit."""
+    if not jobs:
+        return []
+    threads = jobs[0].threads
+    log(f"{len(jobs)} units as jobs: executor {dispatch.executor}, at most {dispatch.jobs} at a time"
+        + (f", {threads} thread(s) each" if threads else ""))
+    if dispatch.executor == "local":
+        return run_local_pool(jobs, dispatch.jobs, gpu_devices(device), log)
+    return run_submitit(jobs, dispatch, folder, log)
 
 
 # -- local worker processes --------------------------------------------------------------------

@@ -20,7 +20,7 @@ from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
 from bench.errors import BenchError
 from bench.embeddings.lazy import Embeddings
 from bench.evaluation.metrics import code_target_ranks, popularity_ranking
-from bench.executor import Dispatch, UnitJob, gpu_devices, run_local_pool, run_submitit
+from bench.executor import Dispatch, UnitJob, dispatch_jobs
 from bench.io import atomic_write_text
 from bench.locks import run_locked
 from bench.options import make_options
@@ -234,6 +234,11 @@ class Run:
     def run_as_jobs(self) -> list[str]:
         """The shared stages here, once (cached on disk), then each unfinished tokenizer unit
         as a job of the executor (bench/executor.py). Returns one line per failed unit."""
+        return dispatch_jobs(self.unit_jobs(), self.dispatch, self.out / "submitit", self.config.device, self.log)
+
+    def unit_jobs(self) -> list[UnitJob]:
+        """The shared stages (reference rows, embeddings), then every unfinished tokenizer unit
+        as a job (bench tune gathers the jobs of all its trials into one dispatch)."""
         if self.accelerator.num_processes > 1:
             raise BenchError("--jobs/--executor: not under accelerate launch (use one or the other)")
         for seed in self.config.seeds:
@@ -243,16 +248,9 @@ class Run:
             self.embeddings.materialize(inputs, seed)
         d = self.dispatch
         threads = d.threads_per_job if d.executor == "slurm" else d.threads()
-        jobs = [UnitJob(self.config, v.label, seed, tuple(self.trackers), threads)
+        return [UnitJob(self.config, v.label, seed, tuple(self.trackers), threads, self.score_test)
                 for seed in self.config.seeds for v in self.variants
                 if not (self.unit_dir(v.label, seed) / "done").exists()]
-        if not jobs:
-            return []
-        self.log(f"{len(jobs)} units as jobs: executor {d.executor}, at most {d.jobs} at a time"
-                 + (f", {threads} thread(s) each" if threads else ""))
-        if d.executor == "local":
-            return run_local_pool(jobs, d.jobs, gpu_devices(self.config.device), self.log)
-        return run_submitit(jobs, d, self.out / "submitit", self.log)
 
     def report(self) -> None:
         """report.md and plots; a failure here loses no result (they are all written)."""

@@ -117,8 +117,10 @@ def grid_size(space: dict[str, list[Any]]) -> int:
 
 
 def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int = 0, sampler: str = "grid",
-         log: Callable[[str], None] = print) -> Path:
-    """Run (or continue) every tokenizer's study; write tuning.csv and tuned.json."""
+         log: Callable[[str], None] = print, dispatch: Any = None, trackers: tuple[str, ...] = ()) -> Path:
+    """Run (or continue) every tokenizer's study; write tuning.csv and tuned.json. With a
+    dispatch that is not in-process (`--jobs N`, `--executor`), the grid's unfinished trials of
+    every tokenizer are first trained as jobs, all at once; the studies then record them."""
     import optuna
     from filelock import FileLock
     from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -138,6 +140,11 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
     (out / "locks").mkdir(exist_ok=True)
     from bench.tokenizers import make_tokenizer
 
+    if dispatch is not None and not dispatch.in_process:
+        if sampler != "grid" or n_trials != grid_size(space):
+            raise BenchError("--jobs/--executor with bench tune: only the whole grid (--sampler grid, no --trials): "
+                             "TPE chooses each trial from the last")
+        train_grid_as_jobs(config, space, out, storage, dispatch, trackers, log)
     for spec in config.tokenizers:
         label = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label
         with FileLock(str(out / "locks" / f"{label}.lock"), timeout=1):
@@ -149,6 +156,46 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
                 study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining)
         write_summary(out, storage)
     return write_summary(out, storage)
+
+
+def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path, storage: Any, dispatch: Any,
+                       trackers: tuple[str, ...], log: Callable[[str], None]) -> None:
+    """Every grid point of every tokenizer without a finished trial, trained as one dispatch of
+    jobs (each trial's shared stages first, in this process). The trial folders are ordinary
+    trials: the studies' own loop then finds them done and only records them."""
+    import itertools
+
+    import optuna
+
+    from bench.executor import dispatch_jobs
+    from bench.runner import Run
+    from bench.tokenizers import make_tokenizer
+
+    names = list(space)
+    runs, jobs = [], []
+    for spec in config.tokenizers:
+        label = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label
+        known = {s.study_name for s in storage.get_all_studies()}
+        finished = set()
+        if label in known:
+            study = optuna.load_study(study_name=label, storage=storage)
+            finished = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+        for values in itertools.product(*(space[n] for n in names)):
+            params = dict(zip(names, values))
+            if json.dumps(params, sort_keys=True) in finished:
+                continue
+            run = Run(trial_config(config, spec, params, trial_folder(out, spec, params)), log, score_test=False,
+                      dispatch=dispatch, trackers=list(trackers))
+            run.prepare()
+            runs.append(run)
+            jobs += run.unit_jobs()
+    failed = dispatch_jobs(jobs, dispatch, out / "submitit", config.device, log)
+    for run in runs:
+        run.merge()
+    if failed:
+        raise BenchError(f"{len(failed)} trial(s) failed, the others are kept in {out} (rerun to resume): "
+                         + "; ".join(failed))
 
 
 def _requeue_unfinished(study: Any) -> None:

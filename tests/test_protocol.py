@@ -341,3 +341,27 @@ def test_the_report_says_how_each_setting_was_chosen():
     assert rows["id"]["settings"] == "lr 0.003, weight_decay 0.01"
     assert rows["id"]["how chosen"].startswith("lr: bench tune on validation") and "weight_decay: a priori" in rows["id"]["how chosen"]
     assert rows["text"]["how chosen"] == "lr, weight_decay: a priori (the preset's value)"
+
+
+def test_tuning_trials_as_jobs_give_the_trials_of_one_process(tmp_path):
+    """`bench tune --jobs 2`: every grid point of every tokenizer trained as one dispatch of
+    worker processes; the studies then record exactly what one process would have chosen."""
+    from bench.executor import Dispatch
+
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id", "random"], device="cpu")
+    space = {"recipe.lr": [1e-3, 3e-3]}
+    logs: list[str] = []
+    one = pd.read_csv(tune(config, space, tmp_path / "one", log=lambda m: None).parent / "tuning.csv")
+    jobs = pd.read_csv(tune(config, space, tmp_path / "jobs", log=logs.append,
+                            dispatch=Dispatch("local", jobs=2, threads_per_job=1)).parent / "tuning.csv")
+    assert any("4 units as jobs" in line for line in logs)
+    cols = ["tokenizer", "settings", "valid_ndcg@10", "best_epoch", "epochs"]
+    key = ["tokenizer", "settings"]
+    pd.testing.assert_frame_equal(one[cols].sort_values(key, ignore_index=True),
+                                  jobs[cols].sort_values(key, ignore_index=True))
+    chosen = [{k: {"settings": v["settings"], "valid": v["valid_ndcg@10"]}
+               for k, v in json.loads((tmp_path / run / "tuned.json").read_text())["chosen"].items()}
+              for run in ("one", "jobs")]
+    assert chosen[0] == chosen[1] and set(chosen[0]) == {"id", "random"}
+    with pytest.raises(BenchError, match="only the whole grid"):
+        tune(config, space, tmp_path / "tpe", sampler="tpe", trials=2, dispatch=Dispatch("local", jobs=2))
