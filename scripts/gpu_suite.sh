@@ -10,9 +10,11 @@
 #   5. paper-size training samples/s with 1, 4 and 12 units sharing the card
 #      (scripts/gpu_concurrency.sh: what --jobs gains);
 #   6. scripts/reproduce_letter.sh: LETTER's Instruments codes and `id` at the paper preset,
-#      every unit at once, and the table against the paper (paper_comparison.md).
+#      every unit at once, and the table against the paper (paper_comparison.md);
+#   7. scripts/reference_ml100k.sh with JOBS=${REF_JOBS:-14}: the ML-100K reference grid under
+#      the protocol (every tokenizer's tuning trials, then seeds 0-2), 14 units at a time.
 # ONLY="concurrency reproduce" runs just the steps named (gpu_check perf causal attention
-# ml-100k concurrency reproduce).
+# ml-100k concurrency reproduce reference).
 # Each step has its own time limit, so a slow step costs only itself; finished run units are
 # kept (runs are resumable). Usage:
 #   scripts/gpu_suite.sh OUT_DIR [DATA_DIR]      # DATA_DIR holds ml-100k/ and letter/Instruments/
@@ -58,5 +60,7 @@ step() {  # step SECONDS NAME COMMAND...: run one check under a time limit, log 
     step 480 reproduce env BENCH="$PYTHON -m bench.cli" DEVICE="$DEVICE" scripts/reproduce_letter.sh \
         "$DATA/letter/Instruments" "$RUNS/reproduce-letter"
     cp "$RUNS/reproduce-letter/paper_comparison.md" "$OUT/" 2>/dev/null
+    step 540 reference env JOBS="${REF_JOBS:-14}" BENCH="$PYTHON -m bench.cli" scripts/reference_ml100k.sh \
+        "$DATA/ml-100k" "$RUNS/reference-protocol" "$RUNS/tune-ml100k-cpu"
     tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude='*.pt' --exclude='rankings.csv' --exclude='per_user.csv' .
 } 2>&1 | tr '\r' '\n' | grep --line-buffered -Ev '[0-9]+/[0-9]+ \[|^\s*$' | tee "$OUT/log.txt"  # without progress bars
