@@ -197,3 +197,27 @@ def test_code_statistics_report_the_segmentation(tok, data, tmp_path):
     assert stats["cross_item_share"].iloc[0] == pytest.approx(tok.sequence_stats["cross_item_share"])
     text = "\n".join(code_section(stats))
     assert "tokens per item" in text and f"{tok.sequence_stats['tokens_per_item']:.2f}" in text
+
+
+def test_the_tokenizers_beam_reaches_the_units_recipe(tmp_path, monkeypatch):
+    """recipe_overrides: the release's beam count (paper preset) is the unit's recipe; a
+    variant's own recipe change would still win."""
+    from bench import runner as runner_module
+    from bench.runner import Run
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(backbone, train, valid, recipe, *args, **kwargs):
+        seen.append(recipe.beam)
+        raise Stop
+
+    monkeypatch.setattr(runner_module, "train", fake_train)
+    config = preset_config("quick", {"synthetic.n_items": "60", "synthetic.n_users": "60"}, dataset="synthetic",
+                           tokenizers=["actionpiece"], device="cpu", out=str(tmp_path / "run"))
+    config.tokenizer_options["actionpiece"] = {**SMALL, "pca_dim": 16, "beam": 30}  # 384-d MiniLM, ~55 items
+    with pytest.raises(Stop):
+        Run(config, log=lambda m: None).run()
+    assert seen == [30] and config.recipe.beam != 30

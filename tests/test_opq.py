@@ -160,3 +160,11 @@ def test_faiss_runs_on_one_thread_during_the_fit_only(data, monkeypatch):
     faiss.omp_set_num_threads(2)
     _fit(data)
     assert seen == [1] and faiss.omp_get_max_threads() == 2
+
+
+def test_fewer_training_items_than_dimensions_is_refused(data):
+    """faiss's OPQ training corrupts the heap (the process aborts) below that; a clear error instead."""
+    with pytest.raises(BenchError, match="at least as many training items as embedding dimensions.*pca_dim"):
+        _fit(data, x=_x(dim=128), digits=4, codebook_size=16)  # ~116 training items, 128-d
+    tok, _ = _fit(data, x=_x(dim=128), digits=4, codebook_size=16, pca_dim=64)
+    assert len(set(tok.codes)) == N_ITEMS

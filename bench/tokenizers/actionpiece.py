@@ -117,7 +117,7 @@ class ActionPieceTokenizer(Tokenizer):
         if x.shape[1] % o.digits:
             raise BenchError(f"{self.name}: the embedding dimension {x.shape[1]} is not divisible by digits={o.digits}")
         with faiss_threads(FAISS_THREADS):
-            index = train_index(x[train], o.digits, o.nbits, ctx.seed)
+            index = train_index(x[train], o.digits, o.nbits, ctx.seed, self.name)
             digits = index_codes(index, x)
         rng = np.random.default_rng(ctx.seed)
         try:

@@ -34,6 +34,9 @@ Deviations from the release, each named:
 - OPQ's inner PQ (which its rotation is optimised for) is given the index's own codebook size;
   faiss's default is always 8 bits, so the two agree at RPG's K = 256 and differ only for
   smaller codebooks (the `quick` preset), where faiss would also need 256 training items.
+- Fewer training items than embedding dimensions is an error naming `pca_dim`: faiss's
+  OPQMatrix training corrupts the heap there and aborts the process (faiss issue #2637), where
+  the release would crash. faiss runs on one thread in the fit (FAISS_THREADS).
 - faiss's per-k-means warning about fewer than 39 training points per code is silenced (it
   would print once per OPQ iteration and digit); we log one line instead.
 - Collisions: the release keeps items that share all m digits identical; here `collisions`
@@ -76,10 +79,8 @@ from bench.tokenizers.rqvae import checked_embeddings
 
 MAX_LETTER_DIGITS = 25  # one letter per digit plus the numbering token's (base.level_token)
 FAISS_MIN_POINTS_PER_CODE = 39  # faiss's Clustering.min_points_per_centroid, below which it warns
-# The fit runs faiss on one thread. With more, the pip wheel's OpenMP OpenBLAS (its own
-# libgomp beside torch's) aborted runs with heap corruption inside OPQMatrix's LAPACK calls
-# (`munmap_chunk(): invalid pointer`; faiss issues #2637, #4038), and when the cores are busy
-# its spinning threads made a fit of seconds take minutes. One thread fits ML-100K in seconds.
+# The fit runs faiss on one thread: when other work holds the cores, its spinning OpenMP threads
+# made a fit of seconds take minutes (400 items, 384-d: 31 s on one thread, over 100 s on two).
 FAISS_THREADS = 1
 
 
@@ -139,7 +140,7 @@ class OPQTokenizer(Tokenizer):
             ctx.log(f"{self.name}: {len(train)} training items for {o.codebook_size} codes per digit "
                     f"(faiss recommends {FAISS_MIN_POINTS_PER_CODE * o.codebook_size}); codebooks may be noisy")
         with faiss_threads(FAISS_THREADS):
-            self.index = train_index(x[train], o.digits, o.nbits, ctx.seed)
+            self.index = train_index(x[train], o.digits, o.nbits, ctx.seed, self.name)
             levels = index_codes(self.index, x)
             last_costs = last_digit_costs(self.index, x)
             err = relative_error(self.index, x, levels)
@@ -187,13 +188,18 @@ def reduce_dim(x: np.ndarray, train: np.ndarray, dim: int,
     return np.ascontiguousarray((x - mean) @ vt[:dim].T / scale, dtype=np.float32), pca
 
 
-def train_index(x_train: np.ndarray, digits: int, nbits: int, seed: int) -> Any:
+def train_index(x_train: np.ndarray, digits: int, nbits: int, seed: int, owner: str = "opq") -> Any:
     """RPG's faiss index, trained on `x_train` only (see the module docstring for what differs
-    from a bare index_factory: seeds, polysemous training off, OPQ's inner PQ width)."""
+    from a bare index_factory: seeds, polysemous training off, OPQ's inner PQ width). Fewer
+    training vectors than dimensions is refused: faiss's OPQMatrix training then corrupts the
+    heap and aborts the process (faiss issue #2637; 380 x 384 aborts, 384 x 384 trains)."""
     import faiss
 
     x_train = np.ascontiguousarray(x_train, dtype=np.float32)
     d = x_train.shape[1]
+    if len(x_train) < d:
+        raise BenchError(f"{owner}: OPQ needs at least as many training items as embedding dimensions ({len(x_train)} "
+                         f"items, {d} dimensions; below that faiss corrupts memory); set pca_dim to at most {len(x_train)}")
     index = faiss.index_factory(d, f"OPQ{digits},IVF1,PQ{digits}x{nbits}", faiss.METRIC_INNER_PRODUCT)
     opq = faiss.downcast_VectorTransform(index.chain.at(0))
     ivf = faiss.downcast_index(index.index)
