@@ -97,7 +97,7 @@ def test_save_load_round_trip(tok, data, tmp_path):
     back = ActionPieceTokenizer(**SMALL)
     back.load(tmp_path / "ap.index.json", ids)
     assert back.codes == tok.codes and back.features == tok.features
-    assert back.sequence_stats == tok.sequence_stats and 0 < back.sequence_stats["tokens_per_item"] <= 3
+    assert back.diagnostics == tok.diagnostics and 0 < back.diagnostics["tokens_per_item"] <= 3
     h = [1, 2, 3, 4]
     assert back.encode_history(h, np.random.default_rng(5)) == tok.encode_history(h, np.random.default_rng(5))
 
@@ -193,10 +193,10 @@ def test_code_statistics_report_the_segmentation(tok, data, tmp_path):
     tok.save(tmp_path / "codes" / "actionpiece-seed0.index.json", data[0].item_ids)
     stats = run_code_stats(tmp_path)  # mixed feature and merged tokens: levels are positions
     assert set(stats["tokenizer"]) == {"actionpiece"} and (stats["used"] == stats["codebook_size"]).all()
-    assert stats["tokens_per_item"].iloc[0] == pytest.approx(tok.sequence_stats["tokens_per_item"])
-    assert stats["cross_item_share"].iloc[0] == pytest.approx(tok.sequence_stats["cross_item_share"])
+    assert stats["tokens_per_item"].iloc[0] == pytest.approx(tok.diagnostics["tokens_per_item"])
+    assert stats["cross_item_share"].iloc[0] == pytest.approx(tok.diagnostics["cross_item_share"])
     text = "\n".join(code_section(stats))
-    assert "tokens per item" in text and f"{tok.sequence_stats['tokens_per_item']:.2f}" in text
+    assert "tokens per item" in text and f"{tok.diagnostics['tokens_per_item']:.2f}" in text
 
 
 def test_the_tokenizers_beam_reaches_the_units_recipe(tmp_path, monkeypatch):

@@ -156,6 +156,9 @@ def test_ablation_table_lists_variants_in_order_against_the_full_model(tmp_path)
     config = json.loads((run / "config.json").read_text())
     config["ablation"] = {"letter": "full", "id": "no alpha"}  # the full model first
     (run / "config.json").write_text(json.dumps(config))
+    for seed, share in zip(SEEDS, (0.5, 0.7)):  # what letter's fit measured on its CF neighbours
+        (run / "codes" / f"letter-seed{seed}.index.state.json").write_text(json.dumps(
+            {"diagnostics": {"cf_neighbours_share_code0": share, "random_pairs_share_code0": 0.3}}))
     text = build_report(run, FAST).read_text()
     section = text.split("## Ablation")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
@@ -163,6 +166,11 @@ def test_ablation_table_lists_variants_in_order_against_the_full_model(tmp_path)
     sig = pd.read_csv(run / "significance.csv")
     hit = sig[(sig["tokenizer"] == "id") & (sig["metric"] == "ndcg") & (sig["k"] == 10) & (sig["split"] == "test")].iloc[0]
     assert f"{100 * hit['rel_diff']:+.1f}%" in rows[1] and "no alpha" in rows[1]
+    metrics = pd.read_csv(run / "metrics.csv").query("tokenizer == 'letter' and split == 'test' and metric == 'recall' and k == 10")
+    assert f"{metrics['value'].mean():.4f} ± {metrics['value'].std(ddof=1):.4f}" in rows[0]  # seed spread
+    cells = rows[0].split(" | ")
+    assert "3 ± 0" in cells and "60.0 ± 14.1% (30.0 ± 0.0%)" in rows[0]  # level-0 codes used; CF neighbours
+    assert "(30.0" not in rows[1]  # id measured nothing on CF neighbours
 
 
 def test_code_table_shows_the_first_levels_and_names_what_it_cut():

@@ -1,6 +1,7 @@
 """`tiger` and `letter` end to end on a tiny catalogue with random embeddings."""
 
 import numpy as np
+from accelerate.utils import set_seed
 import pytest
 import torch
 
@@ -78,15 +79,21 @@ def test_export_rounds_reduce_collisions():
     assert len(unchanged) - len(np.unique(unchanged, axis=0)) == before
 
 
-def test_letter_alpha_zero_never_touches_cf_embeddings(data):
-    def boom():
-        raise AssertionError("cf_embeddings() was called with alpha=0")
-
-    ctx = _ctx(data)
-    ctx.cf_embeddings = boom
-    tok = make_tokenizer("letter", {**TINY, "alpha": 0, "n_clusters": 2, "cluster_min": 2, "cluster_max": 6})
-    tok.fit(ctx)
-    assert "cf" not in tok.history[0]
+def test_letter_alpha_zero_trains_without_cf_but_measures_on_it(data):
+    """alpha 0: the CF embeddings never reach training (same codes whatever they are); they
+    only serve the diagnostic of how often CF neighbours share a level-0 code."""
+    options = {**TINY, "alpha": 0, "n_clusters": 2, "cluster_min": 2, "cluster_max": 6}
+    rng = np.random.default_rng(5)
+    fits = []
+    for h in (rng.standard_normal((N_ITEMS, 4)), rng.standard_normal((N_ITEMS, 7))):
+        tok = make_tokenizer("letter", options)
+        set_seed(0)  # as the runner does before a fit
+        tok.fit(_ctx(data, h=h.astype(np.float32)))
+        fits.append(tok)
+    assert fits[0].codes == fits[1].codes and "cf" not in fits[0].history[0]
+    assert fits[0].diagnostics != fits[1].diagnostics
+    assert set(fits[0].diagnostics) == {"cf_neighbours_share_code0", "random_pairs_share_code0"}
+    assert make_tokenizer("letter", options).inputs() == {"text_embeddings", "cf_embeddings"}
 
 
 def test_letter_rejects_cf_dimension_mismatch(data):

@@ -217,22 +217,27 @@ def saved_raw_collisions(index_path: Path) -> float:
 # a context-aware tokenizer's segmentation of its training sequences (ActionPiece): distinct tokens
 # used / vocabulary, tokens per item, merged-token occurrences spanning two or more items / all
 SEQUENCE_STATS = ("vocab_usage", "tokens_per_item", "cross_item_share")
+# how often an item's 10 nearest neighbours by its CF embedding share its level-0 code, and the
+# same share for random pairs (bench/evaluation/cf_neighbours.py; letter)
+CF_SHARING = ("cf_neighbours_share_code0", "random_pairs_share_code0")
+DIAGNOSTICS = SEQUENCE_STATS + CF_SHARING
 
 
-def saved_sequence_stats(index_path: Path) -> dict[str, float]:
-    stats = _saved_state(index_path).get("sequence_stats") or {}
-    return {k: float(stats[k]) for k in SEQUENCE_STATS if isinstance(stats.get(k), (int, float))}
+def saved_diagnostics(index_path: Path) -> dict[str, float]:
+    """What the tokenizer's fit measured (Tokenizer.diagnostics), as saved beside its codes."""
+    stats = _saved_state(index_path).get("diagnostics") or {}
+    return {k: float(stats[k]) for k in DIAGNOSTICS if isinstance(stats.get(k), (int, float))}
 
 
 def run_code_stats(run_dir: Path) -> pd.DataFrame:
     """code_stats.csv of a run: tokenizer, seed, then STAT_COLUMNS (one row per level), and
-    SEQUENCE_STATS when a context-aware tokenizer is in the run (blank for the others)."""
+    DIAGNOSTICS that some tokenizer of the run measured (blank for the others)."""
     frames = []
     for tokenizer, seed, path in code_files(run_dir):
         frame = stats_frame(code_stats(load_index(path), saved_codebook_sizes(path)))
         frame["collisions_assigned"] = saved_raw_collisions(path)
         frame["collisions_before_unique"] = saved_collisions(path)
-        for key, value in saved_sequence_stats(path).items():
+        for key, value in saved_diagnostics(path).items():
             frame[key] = value
         frame.insert(0, "seed", seed)
         frame.insert(0, "tokenizer", tokenizer)

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError, DataError
 from bench.evaluation.code_stats import code_files, load_index, run_code_stats, sorted_usage
+from bench.reporting.ablation import ablation_section
 from bench.reporting.collision_scoring import collision_scoring_section, item_level
 from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, default_reference, seed_summary,
                                            significance, stars)
@@ -227,33 +227,6 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
     return lines
 
 
-def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, split: str = "test") -> list[str]:
-    """One row per ablation variant: what it removes, Recall@10 and NDCG@10, and the change
-    against the full model with its Holm-corrected p-value."""
-    names = config.get("ablation")
-    if not isinstance(names, dict) or not names or sig is None or sig.empty:
-        return []
-    data = sig[sig["split"] == split]
-    ref = str(data["reference"].iloc[0]) if not data.empty else ""
-    rows = []
-    for label, what in names.items():
-        row = {"variant": label, "what it changes": what}
-        for metric in ("recall", "ndcg"):
-            hit = data[(data["tokenizer"] == label) & (data["metric"] == metric) & (data["k"] == 10)]
-            if hit.empty:
-                continue
-            r = hit.iloc[0]
-            row[_label(metric, 10)] = _num(r["mean"])
-            if label != ref:
-                seed_p = f", seeds {_p(r['p_seed_holm'])}" if not pd.isna(r.get("p_seed_holm", np.nan)) else ""
-                row[f"{_label(metric, 10)} vs {ref}"] = (f"{100 * r['rel_diff']:+.1f}% (p users {_p(r['p_holm'])}{seed_p})"
-                                                        if not pd.isna(r["rel_diff"]) else "")
-        rows.append(row)
-    return ["## Ablation", "", f"Each variant against **{ref}** ({split} split; relative difference; Holm-corrected "
-            "p-values of the paired t-test over users and of the seed-aware test):", "",
-            md_table(pd.DataFrame(rows).fillna("")), ""]
-
-
 def code_section(stats: pd.DataFrame | None) -> list[str]:
     if stats is None or stats.empty:
         return []
@@ -363,7 +336,7 @@ def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, si
     lines += config_section(config, sig)
     lines += protocol_section(config, load_csv(run_dir, "history.csv"), md_table)
     lines += metrics_section(sig, seed_summary(item_level(metrics)))
-    lines += ablation_section(config, sig)
+    lines += ablation_section(config, sig, item_level(metrics), stats, md_table, _label)
     lines += collision_scoring_section(metrics, md_table, plots.row_order)
     lines += code_section(stats)
     if plot_files:

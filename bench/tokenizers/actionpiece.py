@@ -131,12 +131,12 @@ class ActionPieceTokenizer(Tokenizer):
             raise BenchError(f"{self.name}: vocab_size {o.vocab_size} is below the {n_base} base features")
         self.merges = build_vocabulary(corpus, o.vocab_size, n_base, release_compat=o.release_compat)
         self._set_codes(self._base_names(digits, n_base))
-        self.sequence_stats = segmentation_stats(corpus, [segment(s, self.merges, np.random.default_rng([ctx.seed, i]))
+        self.diagnostics = segmentation_stats(corpus, [segment(s, self.merges, np.random.default_rng([ctx.seed, i]))
                                                  for i, s in enumerate(corpus)], self.merges)
         ctx.log(f"{self.name}: {n_base} features ({o.digits} OPQ digits x {o.codebook_size} on {len(train)} training "
                 f"items + {o.hash_buckets} hash buckets), {len(self.merges.merges)} merges; "
-                f"{self.sequence_stats['tokens_per_item']:.2f} tokens per item in training sequences, "
-                f"{self.sequence_stats['cross_item_share']:.1%} of merged tokens span two items")
+                f"{self.diagnostics['tokens_per_item']:.2f} tokens per item in training sequences, "
+                f"{self.diagnostics['cross_item_share']:.1%} of merged tokens span two items")
 
     def _base_names(self, digits: np.ndarray, n_base: int) -> list[str]:
         """Base feature names: digit j's code k is LETTER's <a_k>, <b_k>, ...; then the hash

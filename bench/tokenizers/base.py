@@ -61,8 +61,9 @@ class Tokenizer(ABC):
         # (LETTER's Sinkhorn rounds, collisions=sinkhorn|reassign); None where nothing re-assigns
         self.collisions_before: int | None = None
         self.history: list[dict[str, float]] = []  # per-epoch training log, if any
-        # a context-aware tokenizer's segmentation of its training sequences (code_stats.SEQUENCE_STATS)
-        self.sequence_stats: dict[str, float] = {}
+        # what the fit measured about its codes, as code_stats.DIAGNOSTICS names them (ActionPiece's
+        # segmentation of the training sequences; LETTER's CF neighbours sharing a level-0 code)
+        self.diagnostics: dict[str, float] = {}
 
     @property
     def label(self) -> str:
@@ -119,7 +120,7 @@ class Tokenizer(ABC):
         atomic_write_text(path, json.dumps(self.index_json(item_ids)))
         state = {"name": self.name, "argument": self.argument, "vocab": self.vocab,
                  "n_collisions": self.n_collisions, "collisions_before": self.collisions_before,
-                 "history": self.history, "sequence_stats": self.sequence_stats, "extra": self.extra_state()}
+                 "history": self.history, "diagnostics": self.diagnostics, "extra": self.extra_state()}
         atomic_write_text(path.with_suffix(".state.json"), json.dumps(state))
 
     def load(self, path: Path, item_ids: list[str]) -> None:
@@ -131,7 +132,7 @@ class Tokenizer(ABC):
         self.n_collisions = state["n_collisions"]
         self.collisions_before = saved_collisions_before(state)
         self.history = state["history"]
-        self.sequence_stats = dict(state.get("sequence_stats") or {})
+        self.diagnostics = dict(state.get("diagnostics") or {})
         self.load_extra_state(state["extra"])
 
     def extra_state(self) -> dict[str, Any]:

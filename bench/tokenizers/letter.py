@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.evaluation.cf_neighbours import K_NEIGHBOURS, neighbour_code_sharing
 from bench.options import check
 from bench.tokenizers.base import FitContext, Tokenizer
 from bench.tokenizers.collisions import COLLISION_POLICIES, n_colliding, resolve_codes, sinkhorn_rounds
@@ -91,7 +92,9 @@ class LetterTokenizer(Tokenizer):
     needs_text = True
 
     def inputs(self) -> set[str]:
-        return {"text_embeddings", "cf_embeddings"} if self.options.alpha > 0 else {"text_embeddings"}
+        """CF embeddings always: the CF loss uses them when alpha > 0, and every variant measures
+        on them how often CF neighbours share a level-0 code (diagnostics)."""
+        return {"text_embeddings", "cf_embeddings"}
 
     def fit(self, ctx: FitContext) -> None:
         o: LetterOptions = self.options
@@ -113,8 +116,12 @@ class LetterTokenizer(Tokenizer):
         costs = last_level_costs(model, x) if o.collisions == "reassign" else None
         self.vocab, self.codes, found = resolve_codes(levels, costs, o.collisions, sizes, rounds=0)
         self.n_collisions = found.after  # after the Sinkhorn rounds (and reassign), before a numbering token
+        cf = ctx.cf_embeddings() if h is None else h
+        self.diagnostics = neighbour_code_sharing(checked_embeddings(cf, n, "CF", self.name), levels[:, 0])
         ctx.log(f"letter: {self.collisions_before} colliding items after argmin, "
-                f"{self.n_collisions} after {o.export_rounds} Sinkhorn rounds (policy {o.collisions})")
+                f"{self.n_collisions} after {o.export_rounds} Sinkhorn rounds (policy {o.collisions}); "
+                f"{self.diagnostics['cf_neighbours_share_code0']:.1%} of the {K_NEIGHBOURS} CF neighbours share an "
+                f"item's level-0 code ({self.diagnostics['random_pairs_share_code0']:.1%} of random pairs)")
 
 
 def export_codes(model: RQVAE, x: np.ndarray, rounds: int) -> tuple[np.ndarray, int]:
