@@ -208,3 +208,29 @@ def test_committed_reference_report_is_rebuilt_identically(tmp_path):
     assert (run / "report.md").read_text() == (reference / "report.md").read_text()
     for name in ("significance.csv", "code_stats.csv"):  # last digits may differ between library versions
         pd.testing.assert_frame_equal(pd.read_csv(run / name), pd.read_csv(reference / name), rtol=1e-9)
+
+
+def test_the_papers_claims_are_read_off_the_ablation():
+    from bench.reporting.ablation import claims_section
+    from bench.reporting.report import md_table
+
+    def row(variant, rel, p_seed):
+        return {"split": "test", "reference": "letter", "tokenizer": variant, "metric": "ndcg", "k": 10,
+                "rel_diff": rel, "p_holm": 1e-4, "p_seed_holm": p_seed}
+
+    sig = pd.DataFrame([row("letter-no-cf", -0.10, 0.01),  # full better, significant: reproduced
+                        row("letter-no-div", 0.05, 0.20),  # not significant: inconclusive
+                        row("letter-tau1", 0.08, 0.02)])  # tau 1 better, significant: contradicted
+    stats = pd.DataFrame([{"tokenizer": t, "seed": s, "level": 0, "used": u}
+                          for t, us in (("letter", (60, 62, 64)), ("letter-no-div", (40, 45, 41)))
+                          for s, u in enumerate(us)])
+    text = "\n".join(claims_section(sig, stats, md_table))
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
+             if line.startswith("| ") and not line.startswith("| claim")}
+    assert "| reproduced |" in lines["the collaborative loss helps"]
+    assert "| inconclusive |" in lines["the diversity loss helps"]
+    assert "| reproduced |" in lines["the diversity loss raises code usage"] and "+20.0" in lines[
+        "the diversity loss raises code usage"]
+    assert "| contradicted |" in lines["tau 0.7 beats plain cross-entropy (tau 1)"]
+    assert "seed-aware" in lines["the collaborative loss helps"]
+    assert claims_section(sig[sig["tokenizer"] != "letter-tau1"], stats, md_table) == []  # not a LETTER ablation

@@ -77,7 +77,66 @@ def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, metrics: 
             "difference; Holm-corrected p-values of the paired t-test over users and of the seed-aware test). Code "
             "figures: mean ± std over seeds; colliding items as first assigned (argmin) and before a numbering token; "
             "CF neighbours: the share of each item's 10 nearest neighbours by CF embedding that have its level-0 code, "
-            "and the same share for random pairs:", "", md_table(pd.DataFrame(rows).fillna("")), ""]
+            "and the same share for random pairs:", "", md_table(pd.DataFrame(rows).fillna("")), "",
+            *claims_section(sig, stats, md_table, split)]
+
+
+# the paper's claims (LETTER, CIKM 2024, Table 4 and its analysis): (claim, variant the full model
+# is compared with, what is compared, the direction the claim expects of full minus variant)
+LETTER_CLAIMS = [
+    ("the collaborative loss helps", "letter-no-cf", "ndcg", 1),
+    ("the diversity loss helps", "letter-no-div", "ndcg", 1),
+    ("the diversity loss raises code usage", "letter-no-div", "level0_used", 1),
+    ("tau 0.7 beats plain cross-entropy (tau 1)", "letter-tau1", "ndcg", 1),
+]
+
+
+def claims_section(sig: pd.DataFrame | None, stats: pd.DataFrame | None, md_table: Callable[[pd.DataFrame], str],
+                   split: str = "test", alpha: float = 0.05) -> list[str]:
+    """One line per claim of the paper: reproduced (the expected direction, p < alpha),
+    contradicted (the opposite direction, p < alpha) or inconclusive. NDCG@10 claims read the
+    seed-aware Holm p-value when there are several seeds (else the per-user one); the code-usage
+    claim a paired t-test over seeds on level-0 codes used."""
+    from scipy import stats as scipy_stats
+
+    if sig is None or sig.empty or not set(v for _, v, _, _ in LETTER_CLAIMS) <= set(sig["tokenizer"]):
+        return []
+    data = sig[(sig["split"] == split) & (sig["reference"] == "letter")]
+    rows = []
+    for claim, variant, what, sign in LETTER_CLAIMS:
+        if what == "ndcg":
+            hit = data[(data["tokenizer"] == variant) & (data["metric"] == "ndcg") & (data["k"] == 10)]
+            if hit.empty:
+                continue
+            r = hit.iloc[0]
+            seeded = not pd.isna(r.get("p_seed_holm", np.nan))
+            p = r["p_seed_holm"] if seeded else r["p_holm"]
+            change = -r["rel_diff"]  # full against the variant (rel_diff is the variant's against full)
+            figure = f"{variant}: NDCG@10 {100 * r['rel_diff']:+.1f}% against the full model"
+            test = "seed-aware test, Holm" if seeded else "paired t-test over users, Holm"
+        else:
+            if stats is None or stats.empty:
+                continue
+            level0 = stats[stats["level"] == 0].set_index(["tokenizer", "seed"])["used"]
+            if "letter" not in level0 or variant not in level0:
+                continue
+            full, other = level0["letter"], level0[variant]
+            common = full.index.intersection(other.index)
+            change = float((full[common] - other[common]).mean())
+            p = float(scipy_stats.ttest_rel(full[common], other[common]).pvalue) if len(common) > 1 else np.nan
+            figure = f"level-0 codes used: full model {change:+.1f} against {variant} (mean over {len(common)} seeds)"
+            test = "paired t-test over seeds"
+        if pd.isna(p) or p >= alpha:
+            verdict = "inconclusive"
+        else:
+            verdict = "reproduced" if np.sign(change) == sign else "contradicted"
+        rows.append({"claim": claim, "against": variant, "verdict": verdict, "figure": figure,
+                     "p": f"{_p(p)} ({test})"})
+    if not rows:
+        return []
+    return ["### The paper's claims", "", f"Each claim read on the {split} split (p < {alpha}: reproduced in the "
+            "expected direction or contradicted in the opposite one; otherwise inconclusive):", "",
+            md_table(pd.DataFrame(rows)), ""]
 
 
 def _spread(seeds: pd.DataFrame | None, variant: str, metric: str, split: str) -> str:
@@ -90,4 +149,4 @@ def _spread(seeds: pd.DataFrame | None, variant: str, metric: str, split: str) -
     return f" ± {hit['std'].iloc[0]:.4f}"
 
 
-__all__ = ["ablation_section", "code_columns"]
+__all__ = ["LETTER_CLAIMS", "ablation_section", "claims_section", "code_columns"]
