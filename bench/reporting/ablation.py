@@ -73,11 +73,14 @@ def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, metrics: 
                                                        if not pd.isna(r["rel_diff"]) else "")
         row.update(code_columns(stats, variant))
         rows.append(row)
+    table = pd.DataFrame(rows)
+    first = ["variant", "what it changes"] + [c for m in ("recall", "ndcg") for c in (label(m, 10), f"{label(m, 10)} vs {ref}")]
+    table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
     return ["## Ablation", "", f"Each variant against **{ref}** ({split} split; mean ± std over seeds; relative "
             "difference; Holm-corrected p-values of the paired t-test over users and of the seed-aware test). Code "
             "figures: mean ± std over seeds; colliding items as first assigned (argmin) and before a numbering token; "
             "CF neighbours: the share of each item's 10 nearest neighbours by CF embedding that have its level-0 code, "
-            "and the same share for random pairs:", "", md_table(pd.DataFrame(rows).fillna("")), "",
+            "and the same share for random pairs:", "", md_table(table.fillna("")), "",
             *claims_section(sig, stats, md_table, split)]
 
 
