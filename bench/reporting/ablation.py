@@ -12,14 +12,8 @@ import numpy as np
 import pandas as pd
 
 from bench.evaluation.significance import seed_summary
-
-
-def _num(v: Any, digits: int = 4) -> str:
-    return "" if v is None or pd.isna(v) else f"{v:.{digits}f}"
-
-
-def _p(v: Any) -> str:
-    return "" if v is None or pd.isna(v) else (f"{v:.2e}" if v < 0.001 else f"{v:.3f}")
+from bench.reporting.format import num as _num
+from bench.reporting.format import p_text as _p
 
 
 def _pm(values: pd.Series, digits: int = 1, scale: float = 1.0) -> str:

@@ -12,6 +12,9 @@ import pandas as pd
 from bench.errors import BenchError, DataError
 from bench.evaluation.code_stats import code_files, load_index, run_code_stats, sorted_usage
 from bench.reporting.ablation import ablation_section
+from bench.reporting.format import md_table
+from bench.reporting.format import num as _num
+from bench.reporting.format import p_text as _p
 from bench.reporting.collision_scoring import collision_scoring_section, item_level
 from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, default_reference, seed_summary,
                                            significance, stars)
@@ -152,22 +155,6 @@ def _draw(run_dir: Path, stats: pd.DataFrame | None, sig: pd.DataFrame | None) -
 
 
 # ---- report --------------------------------------------------------------------------------
-
-def md_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (cells already formatted as strings)."""
-    head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
-
-
-def _num(v: Any, digits: int = 4) -> str:
-    return "" if v is None or pd.isna(v) else f"{v:.{digits}f}"
-
-
-def _p(v: Any) -> str:
-    return "" if v is None or pd.isna(v) else (f"{v:.2e}" if v < 0.001 else f"{v:.3f}")
-
 
 def _label(metric: str, k: int) -> str:
     return plots._label(metric, k)
