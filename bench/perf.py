@@ -393,6 +393,8 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
         recipe.eval_batch_size = o.eval_batch_size
     report = PerfReport()
     memory = PeakMemory(device)
+    if not o.tokenizer and o.dataset.partition(":")[0] == "synthetic":  # before generating it (a minute)
+        raise BenchError(f"perf: {o.dataset} ships no index.json; name the codes to decode with --tokenizer")
     data = load_dataset(o.dataset, config.synthetic)
     split = leave_one_out(data)
     torch.manual_seed(o.seed)
