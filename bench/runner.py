@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from bench.errors import BenchError
 from bench.embeddings.lazy import Embeddings
 from bench.evaluation.metrics import code_target_ranks, popularity_ranking
 from bench.executor import Dispatch, UnitJob, dispatch_jobs
+from bench.variants import Variant, variants
 from bench.io import atomic_write_text
 from bench.locks import run_locked
 from bench.options import make_options
@@ -55,39 +56,6 @@ def resolve_device(name: str) -> torch.device:
 def default_out(config: RunConfig) -> Path:
     name = config.dataset.partition(":")[0] if ":" not in config.dataset else Path(config.dataset.partition(":")[2]).name
     return Path("results") / f"{name}-{config.preset}-{config.backbone.replace(':', '-').replace('/', '-')}"
-
-
-@dataclass
-class Variant:
-    """One results row: a tokenizer with its options and recipe overrides, under a label."""
-
-    label: str
-    tokenizer: str
-    options: dict[str, Any]
-    recipe: dict[str, Any]
-
-
-def variants(config: RunConfig, specs: list[str]) -> list[Variant]:
-    """One per tokenizer (or the configured ablation variants); settings chosen by `bench
-    tune` (config.tuned) become each tokenizer's recipe overrides."""
-    if config.variants:
-        out = [Variant(v["label"], v["tokenizer"], dict(v.get("options", {})), dict(v.get("recipe", {})))
-               for v in config.variants if v["tokenizer"] in specs]
-    else:
-        out = []
-        for spec in specs:
-            options = config.tokenizer_options.get(spec.partition(":")[0], {})
-            out.append(Variant(make_tokenizer(spec, options).label, spec, options, {}))
-    if not config.tuned:
-        return out
-    chosen = config.tuned["chosen"]
-    for v in out:
-        name = make_tokenizer(v.tokenizer, v.options).label  # what bench tune named the tokenizer's study
-        if name not in chosen:
-            raise BenchError(f"--tuned {config.tuned['dir']}: no tuned settings for {name} (run bench tune on it first)")
-        for key, value in chosen[name]["settings"].items():
-            v.recipe.setdefault(key.partition(".")[2], value)  # an ablation's own recipe change wins
-    return out
 
 
 class Run:
