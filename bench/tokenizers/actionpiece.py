@@ -56,35 +56,30 @@ from bench.options import check
 from bench.tokenizers.actionpiece_core import Vocabulary, build_vocabulary
 from bench.tokenizers.actionpiece_segment import item_features, segment, segmentation_stats
 from bench.tokenizers.base import FitContext, Tokenizer, level_token
-from bench.tokenizers.opq import FAISS_THREADS, faiss_threads, index_codes, reduce_dim, train_index, training_items
+from bench.tokenizers.opq import QuantiserOptions, quantise, training_items
 from bench.tokenizers.rqvae import checked_embeddings
 
 VALIDATION_VIEW = 0  # the random segmentation early stopping decodes
 
 
 @dataclass
-class ActionPieceOptions:
+class ActionPieceOptions(QuantiserOptions):
+    # the OPQ features (opq.QuantiserOptions) at the release's values: release pq_n_codebooks,
+    # pq_codebook_size and sent_emb_pca
+    digits: int = 4
+    codebook_size: int = 256
+    pca_dim: int = 128
     vocab_size: int = 40000  # base features + merges (release actionpiece_vocab_size)
-    digits: int = 4  # OPQ codes per item (release pq_n_codebooks)
-    codebook_size: int = 256  # codes per digit, a power of two (release pq_codebook_size)
-    pca_dim: int = 128  # whitened PCA before OPQ; 0 = none (release sent_emb_pca)
     hash_buckets: int = 128  # the extra feature that separates equal codes (release n_hash_buckets)
     ensemble: int = 5  # segmentations fused at inference; -1 = the deterministic one (release n_inference_ensemble)
     beam: int = 0  # beams for this tokenizer; 0 = the recipe's (release num_beams 50)
     release_compat: bool = False  # count pairs as the release does (stale counts; actionpiece_core.py)
 
     def __post_init__(self) -> None:
-        check(self.digits >= 1, "digits must be >= 1")
-        check(self.codebook_size >= 2 and self.codebook_size & (self.codebook_size - 1) == 0 and
-              self.codebook_size <= 256, f"codebook_size must be a power of two in [2, 256], got {self.codebook_size}")
-        check(self.pca_dim >= 0, "pca_dim must be >= 0 (0 = no PCA)")
+        super().__post_init__()
         check(self.hash_buckets >= 1, "hash_buckets must be >= 1")
         check(self.ensemble == -1 or self.ensemble >= 1, "ensemble must be -1 (deterministic) or >= 1")
         check(self.beam >= 0, "beam must be >= 0 (0 = the recipe's)")
-
-    @property
-    def nbits(self) -> int:
-        return int(self.codebook_size).bit_length() - 1
 
 
 PRESET_OPTIONS: dict[str, dict[str, object]] = {
@@ -110,15 +105,7 @@ class ActionPieceTokenizer(Tokenizer):
         n = ctx.data.n_items
         x = checked_embeddings(ctx.text_embeddings(), n, "text", self.name)
         train = training_items(ctx)
-        if len(train) < o.codebook_size:
-            raise BenchError(f"{self.name}: only {len(train)} items in the training split to train "
-                             f"{o.codebook_size} codes per digit; lower codebook_size")
-        x, _ = reduce_dim(x, train, o.pca_dim, self.name)
-        if x.shape[1] % o.digits:
-            raise BenchError(f"{self.name}: the embedding dimension {x.shape[1]} is not divisible by digits={o.digits}")
-        with faiss_threads(FAISS_THREADS):
-            index = train_index(x[train], o.digits, o.nbits, ctx.seed, self.name)
-            digits = index_codes(index, x)
+        _, _, _, digits = quantise(x, train, o, ctx.seed, self.name, ctx.log)
         rng = np.random.default_rng(ctx.seed)
         try:
             self.features, n_base = item_features(digits, o.hash_buckets, rng)
@@ -130,7 +117,8 @@ class ActionPieceTokenizer(Tokenizer):
         if o.vocab_size < n_base:
             raise BenchError(f"{self.name}: vocab_size {o.vocab_size} is below the {n_base} base features")
         self.merges = build_vocabulary(corpus, o.vocab_size, n_base, release_compat=o.release_compat)
-        self._set_codes(self._base_names(digits, n_base))
+        self.vocab = self._base_names(digits, n_base) + [f"<ap_{m.token}>" for m in self.merges.merges]
+        self.codes = [tuple(segment([f], self.merges)) for f in self.features]  # each item alone: its target
         self.diagnostics = segmentation_stats(corpus, [segment(s, self.merges, np.random.default_rng([ctx.seed, i]))
                                                  for i, s in enumerate(corpus)], self.merges)
         ctx.log(f"{self.name}: {n_base} features ({o.digits} OPQ digits x {o.codebook_size} on {len(train)} training "
@@ -144,12 +132,6 @@ class ActionPieceTokenizer(Tokenizer):
         field's used values in order)."""
         names = [level_token(j, int(v)) for j in range(digits.shape[1]) for v in np.unique(digits[:, j])]
         return names + [level_token(digits.shape[1], k) for k in range(n_base - len(names))]
-
-    def _set_codes(self, base_names: list[str]) -> None:
-        assert self.merges is not None
-        self.vocab = base_names + [f"<ap_{m.token}>" for m in self.merges.merges]
-        self.codes = [tuple(segment([f], self.merges)) for f in self.features]
-        self.n_collisions = len(self.codes) - len(set(self.codes))
 
     # -- sequence-level tokenization ------------------------------------------------------------
     def encode_history(self, items: list[int], rng: np.random.Generator | None = None) -> list[int]:

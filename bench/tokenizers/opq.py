@@ -67,7 +67,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -85,11 +85,12 @@ FAISS_THREADS = 1
 
 
 @dataclass
-class OPQOptions:
+class QuantiserOptions:
+    """The OPQ quantiser's settings, shared with actionpiece (its item features)."""
+
     digits: int = 32  # m sub-quantizers = tokens per item; RPG default 32 (its best runs: 16..64)
     codebook_size: int = 256  # K codes per digit, a power of two (2**nbits); RPG: 256
     pca_dim: int = 0  # 0 = no PCA; else whitened PCA to this many dims, fitted on training items
-    collisions: str = "suffix"  # see collisions.py; the release keeps collisions (`keep`)
 
     def __post_init__(self) -> None:
         check(self.digits >= 1, "digits must be >= 1")
@@ -97,11 +98,19 @@ class OPQOptions:
               f"codebook_size must be a power of two >= 2 (faiss PQ uses log2 of it bits), got {self.codebook_size}")
         check(self.codebook_size <= 1 << 16, "codebook_size must be <= 65536 (16 bits per digit)")
         check(self.pca_dim >= 0, "pca_dim must be >= 0 (0 = no PCA)")
-        check(self.collisions in COLLISION_POLICIES, f"collisions must be one of {COLLISION_POLICIES}")
 
     @property
     def nbits(self) -> int:
         return int(self.codebook_size).bit_length() - 1
+
+
+@dataclass
+class OPQOptions(QuantiserOptions):
+    collisions: str = "suffix"  # see collisions.py; the release keeps collisions (`keep`)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.collisions in COLLISION_POLICIES, f"collisions must be one of {COLLISION_POLICIES}")
 
 
 PRESET_OPTIONS: dict[str, dict[str, object]] = {
@@ -128,20 +137,8 @@ class OPQTokenizer(Tokenizer):
         x = checked_embeddings(ctx.text_embeddings(), n, "text", self.name)
         train = training_items(ctx)
         self.train_items = int(len(train))
-        if len(train) < o.codebook_size:
-            raise BenchError(f"{self.name}: only {len(train)} items in the training split to train "
-                             f"{o.codebook_size} codes per digit; set codebook_size to at most "
-                             f"{1 << max(1, int(len(train)).bit_length() - 1)}")
-        x, self.pca = reduce_dim(x, train, o.pca_dim, self.name)
-        if x.shape[1] % o.digits:
-            raise BenchError(f"{self.name}: the embedding dimension {x.shape[1]}{' (after PCA)' if o.pca_dim else ''} "
-                             f"is not divisible by digits={o.digits}; choose digits dividing it or set pca_dim")
-        if len(train) < FAISS_MIN_POINTS_PER_CODE * o.codebook_size:
-            ctx.log(f"{self.name}: {len(train)} training items for {o.codebook_size} codes per digit "
-                    f"(faiss recommends {FAISS_MIN_POINTS_PER_CODE * o.codebook_size}); codebooks may be noisy")
+        self.index, x, self.pca, levels = quantise(x, train, o, ctx.seed, self.name, ctx.log)
         with faiss_threads(FAISS_THREADS):
-            self.index = train_index(x[train], o.digits, o.nbits, ctx.seed, self.name)
-            levels = index_codes(self.index, x)
             last_costs = last_digit_costs(self.index, x)
             err = relative_error(self.index, x, levels)
         K, m = o.codebook_size, o.digits
@@ -163,6 +160,28 @@ class OPQTokenizer(Tokenizer):
 def training_items(ctx: FitContext) -> np.ndarray:
     """Ids of the items in the training split's sequences (sorted): all the quantiser may see."""
     return np.flatnonzero(ctx.split.train_item_counts(ctx.data.n_items) > 0)
+
+
+def quantise(x: np.ndarray, train: np.ndarray, o: QuantiserOptions, seed: int, owner: str,
+             log: Callable[[str], None]) -> tuple[Any, np.ndarray, dict[str, np.ndarray] | None, np.ndarray]:
+    """Every item's digits from a quantiser trained on the training items `train`: the checks,
+    the optional PCA, the faiss index (on FAISS_THREADS). Returns (index, the vectors as the
+    index sees them, the PCA or None, digits [n, m])."""
+    if len(train) < o.codebook_size:
+        raise BenchError(f"{owner}: only {len(train)} items in the training split to train "
+                         f"{o.codebook_size} codes per digit; set codebook_size to at most "
+                         f"{1 << max(1, int(len(train)).bit_length() - 1)}")
+    x, pca = reduce_dim(x, train, o.pca_dim, owner)
+    if x.shape[1] % o.digits:
+        raise BenchError(f"{owner}: the embedding dimension {x.shape[1]}{' (after PCA)' if o.pca_dim else ''} "
+                         f"is not divisible by digits={o.digits}; choose digits dividing it or set pca_dim")
+    if len(train) < FAISS_MIN_POINTS_PER_CODE * o.codebook_size:
+        log(f"{owner}: {len(train)} training items for {o.codebook_size} codes per digit "
+            f"(faiss recommends {FAISS_MIN_POINTS_PER_CODE * o.codebook_size}); codebooks may be noisy")
+    with faiss_threads(FAISS_THREADS):
+        index = train_index(x[train], o.digits, o.nbits, seed, owner)
+        levels = index_codes(index, x)
+    return index, x, pca, levels
 
 
 def reduce_dim(x: np.ndarray, train: np.ndarray, dim: int,
@@ -320,4 +339,4 @@ def digit_token(digit: int, code: int) -> str:
     return f"<d{digit}_{code}>"
 
 
-__all__ = ["OPQOptions", "OPQTokenizer", "PRESET_OPTIONS"]
+__all__ = ["OPQOptions", "OPQTokenizer", "PRESET_OPTIONS", "QuantiserOptions", "quantise"]
