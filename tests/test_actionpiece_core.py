@@ -12,8 +12,7 @@ import pytest
 from bench.tokenizers import actionpiece_core as ap
 from bench.tokenizers.actionpiece_core import Merge, Vocabulary, build_vocabulary, pair_counts
 from bench.backbones.ensemble import fuse_by_rank
-from bench.tokenizers.actionpiece_segment import (decode_item, item_features, segment, segment_ensemble,
-                                                  segment_pieces, segmentation_stats, token_items)
+from bench.tokenizers.actionpiece_segment import decode_item, item_features, segment, segmentation_stats, token_items
 
 # Toy corpus A: fields {0,1} {2,3} {4}; items are sets of 2-3 features.
 A = [[{0, 2}, {1, 3}],
@@ -141,11 +140,29 @@ def test_spr_segmentation_with_fixed_orders(vocab_a):
     assert segment([{0, 2}, {1, 3}, {0, 2, 4}], vocab_a, FixedOrder(reverse=True)) == [8, 5]
 
 
+def _segment_with_pieces(seq, vocab, rng):
+    """Set permutation regularisation written out, keeping per token the (item, feature) pairs it
+    covers: the literal rule (leftmost occurrence of the earliest rule, one at a time)."""
+    tokens, pieces = [], []
+    for k, s in enumerate(ap._as_sets(seq)):
+        for j in rng.permutation(len(s)):
+            tokens.append(s[j])
+            pieces.append(((k, s[j]),))
+    while True:
+        found = [(t, i) for i in range(len(tokens) - 1)
+                 if (t := vocab.rank.get(tuple(sorted((tokens[i], tokens[i + 1]))))) is not None]
+        if not found:
+            return tokens, pieces
+        best, at = min(found)
+        tokens[at:at + 2] = [best]
+        pieces[at:at + 2] = [pieces[at] + pieces[at + 1]]
+
+
 def test_spr_varies_across_seeds_and_decodes_back(vocab_a):
     seq = [{0, 2}, {1, 3}, {0, 2, 4}, {1, 3}, {0, 2}]
     seen = set()
     for seed in range(20):
-        tokens, pieces = segment_pieces(seq, vocab_a, np.random.default_rng(seed))
+        tokens, pieces = _segment_with_pieces(seq, vocab_a, np.random.default_rng(seed))
         seen.add(tuple(tokens))
         assert tokens == segment(seq, vocab_a, np.random.default_rng(seed))
         for t, piece in zip(tokens, pieces):
@@ -155,17 +172,6 @@ def test_spr_varies_across_seeds_and_decodes_back(vocab_a):
         assert [k for piece in pieces for k, _ in piece] == sorted(k for k, s in enumerate(seq) for _ in s)
         assert token_items(seq, tokens, vocab_a) == [(piece[0][0], piece[-1][0]) for piece in pieces]
     assert len(seen) > 1
-
-
-def test_ensemble(vocab_a):
-    seq = [{0, 2}, {1, 3}, {0, 2, 4}]
-    for seed in range(5):
-        assert segment_ensemble(seq, vocab_a, 1, np.random.default_rng(seed)) == [
-            segment(seq, vocab_a, np.random.default_rng(seed))]
-    assert segment_ensemble(seq, vocab_a, -1, None) == [[9, 4]]
-    assert len(segment_ensemble(seq, vocab_a, 5, np.random.default_rng(0))) == 5
-    with pytest.raises(ValueError):
-        segment_ensemble(seq, vocab_a, 0, np.random.default_rng(0))
 
 
 def test_decode_item(vocab_a):
@@ -245,29 +251,15 @@ def test_matches_official_release_on_a_seeded_corpus():
         assert segment([feats[i] for i in items], vocab) == tokens
 
 
-def _one_occurrence_at_a_time(tokens, vocab):
-    """The literal rule: merge the leftmost occurrence of the earliest applicable rule, repeat."""
-    tokens = list(tokens)
-    while True:
-        found = [(t, i) for i in range(len(tokens) - 1)
-                 if (t := vocab.rank.get(tuple(sorted((tokens[i], tokens[i + 1]))))) is not None]
-        if not found:
-            return tokens
-        best, at = min(found)
-        tokens[at:at + 2] = [best]
-
-
-def test_bpe_merges_the_leftmost_occurrence_of_the_earliest_rule():
-    from bench.tokenizers.actionpiece_segment import _bpe
-
+def test_random_segmentation_follows_the_literal_rule_on_random_vocabularies():
     rng = np.random.default_rng(7)
     for trial in range(30):
         corpus = [[set(rng.choice(6, size=rng.integers(1, 4), replace=False).tolist()) for _ in range(rng.integers(2, 8))]
                   for _ in range(12)]
-        vocab = build_vocabulary(corpus, 6 + 25, release_compat=bool(trial % 2))
-        for seq in corpus:
-            flat = [f for s in seq for f in rng.permutation(sorted(s)).tolist()]
-            assert _bpe(list(flat), vocab.adjacent) == _one_occurrence_at_a_time(flat, vocab)
+        vocab = build_vocabulary(corpus, 6 + 25, release_compat=bool(trial % 2))  # compat: repeated rules
+        for i, seq in enumerate(corpus):
+            assert segment(seq, vocab, np.random.default_rng(i)) == _segment_with_pieces(
+                seq, vocab, np.random.default_rng(i))[0]
 
 
 def _full_recount_vocabulary(corpus, target_size, n_base, release_compat):

@@ -61,50 +61,24 @@ def _segment_structured(sequence: Sequence[Item], vocab: Vocabulary) -> list[int
     return [tok for i, s in enumerate(states) for tok in s + [c for c in ctx[i:i + 1] if c is not None]]
 
 
-def segment_pieces(sequence: Sequence[Item], vocab: Vocabulary,
-                   rng: np.random.Generator) -> tuple[list[int], list[tuple[tuple[int, int], ...]]]:
-    """Set permutation regularisation: shuffle each set, flatten, then merge adjacent tokens,
-    earliest rule first, one occurrence at a time (BPE). Also returns, per token, the
-    (item index, feature) pairs it covers in sequence order: a segmentation decodes back."""
-    tokens: list[int] = []
-    pieces: list[tuple[tuple[int, int], ...]] = []
-    for k, s in enumerate(_as_sets(sequence)):
-        for j in rng.permutation(len(s)):
-            tokens.append(s[j])
-            pieces.append(((k, s[j]),))
-    return _bpe(tokens, vocab.adjacent, pieces), pieces
-
-
-def _bpe(tokens: list[int], rules: dict[Pair, int], pieces: list | None = None) -> list[int]:
+def _bpe(tokens: list[int], rules: dict[Pair, int]) -> list[int]:
     """Merge `tokens` in place: the leftmost occurrence of the earliest rule, one at a time
-    (`rules`: Vocabulary.adjacent). `pieces`, if given, are merged alongside."""
+    (`rules`: Vocabulary.adjacent)."""
     while True:
         found = [(t, i) for i in range(len(tokens) - 1) if (t := rules.get((tokens[i], tokens[i + 1]))) is not None]
         if not found:
             return tokens
         best, at = min(found)
         tokens[at:at + 2] = [best]
-        if pieces is not None:
-            pieces[at:at + 2] = [pieces[at] + pieces[at + 1]]
 
 
 def segment(sequence: Sequence[Item], vocab: Vocabulary, rng: np.random.Generator | None = None) -> list[int]:
     """Tokens of a sequence: deterministic without `rng` (the release's `shuffle='none'`, used for
-    targets), set permutation regularisation with it (`shuffle='feature'`, used for inputs)."""
+    targets), set permutation regularisation with it (`shuffle='feature'`, used for training
+    inputs and the members of the inference ensemble): each set shuffled, flattened, then BPE."""
     if rng is None:
         return _segment_structured(sequence, vocab)
     return _bpe([s[j] for s in _as_sets(sequence) for j in rng.permutation(len(s))], vocab.adjacent)
-
-
-def segment_ensemble(sequence: Sequence[Item], vocab: Vocabulary, n: int,
-                     rng: np.random.Generator | None) -> list[list[int]]:
-    """Inputs of the inference ensemble: `n` independent random segmentations of a history
-    (release default 5); n = -1: the single deterministic one (the release's -1)."""
-    if n == -1:
-        return [segment(sequence, vocab)]
-    if n < 1 or rng is None:
-        raise ValueError("an ensemble needs n >= 1 and an rng, or n = -1")
-    return [segment(sequence, vocab, rng) for _ in range(n)]
 
 
 def decode_item(tokens: Sequence[int], vocab: Vocabulary) -> frozenset[int] | None:
