@@ -25,6 +25,11 @@ _RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synt
                 "sasrec", "embedding_model", "tuned")
 
 
+def unit_dir(out: Path, label: str, seed: int) -> Path:
+    """Where a run folder keeps one unit's files (tokenizer variant x seed)."""
+    return Path(out) / "units" / f"{label}-seed{seed}"
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("bench", "torch", "transformers", "accelerate", "peft", "numpy", "pandas", "scipy"):

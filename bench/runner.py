@@ -26,7 +26,7 @@ from bench.io import atomic_write_text
 from bench.locks import run_locked
 from bench.options import make_options
 from bench.results import merge_units
-from bench.run_files import git_commit, merge_saved_config, versions, write_unit_files
+from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, write_unit_files
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
 from bench.training import evaluate, make_accelerator, train
@@ -172,7 +172,7 @@ class Run:
 
     # -- units -----------------------------------------------------------------------------
     def unit_dir(self, label: str, seed: int) -> Path:
-        return self.out / "units" / f"{label}-seed{seed}"
+        return unit_dir(self.out, label, seed)
 
     def run(self) -> Path:
         self.prepare()

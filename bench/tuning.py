@@ -28,6 +28,7 @@ import pandas as pd
 from bench.config import RunConfig, same_settings
 from bench.errors import BenchError
 from bench.io import atomic_write_csv, atomic_write_text
+from bench.run_files import unit_dir
 
 SAMPLERS = ("grid", "tpe")
 TUNING_COLUMNS = ["tokenizer", "trial", "settings", "valid_ndcg@10", "best_epoch", "epochs", "stopped_by", "seconds"]
@@ -144,7 +145,7 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
         if sampler != "grid" or n_trials != grid_size(space):
             raise BenchError("--jobs/--executor with bench tune: only the whole grid (--sampler grid, no --trials): "
                              "TPE chooses each trial from the last")
-        train_grid_as_jobs(config, space, out, storage, dispatch, trackers, log)
+        train_grid_as_jobs(config, space, out, dispatch, trackers, log)
     for spec in config.tokenizers:
         label = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label
         with FileLock(str(out / "locks" / f"{label}.lock"), timeout=1):
@@ -158,14 +159,12 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
     return write_summary(out, storage)
 
 
-def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path, storage: Any, dispatch: Any,
+def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path, dispatch: Any,
                        trackers: tuple[str, ...], log: Callable[[str], None]) -> None:
     """Every grid point of every tokenizer without a finished trial, trained as one dispatch of
     jobs (each trial's shared stages first, in this process). The trial folders are ordinary
     trials: the studies' own loop then finds them done and only records them."""
     import itertools
-
-    import optuna
 
     from bench.executor import dispatch_jobs
     from bench.runner import Run
@@ -175,17 +174,12 @@ def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path
     runs, jobs = [], []
     for spec in config.tokenizers:
         label = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label
-        known = {s.study_name for s in storage.get_all_studies()}
-        finished = set()
-        if label in known:
-            study = optuna.load_study(study_name=label, storage=storage)
-            finished = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(
-                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
         for values in itertools.product(*(space[n] for n in names)):
             params = dict(zip(names, values))
-            if json.dumps(params, sort_keys=True) in finished:
-                continue
-            run = Run(trial_config(config, spec, params, trial_folder(out, spec, params)), log, score_test=False,
+            folder = trial_folder(out, spec, params)
+            if (unit_dir(folder, label, config.seeds[0]) / "done").exists():
+                continue  # trained already (the study may not have recorded it yet: its loop will)
+            run = Run(trial_config(config, spec, params, folder), log, score_test=False,
                       dispatch=dispatch, trackers=list(trackers))
             run.prepare()
             runs.append(run)
@@ -351,7 +345,7 @@ def reuse_trial(config: RunConfig, data_fingerprint: str, variant: Any, seed: in
         return {}
     settings = {f"recipe.{k}": v for k, v in variant.recipe.items()}
     folder = trial_folder(Path(config.tuned["dir"]), variant.tokenizer, settings)
-    source = folder / "units" / f"{variant.label}-seed{seed}"
+    source = unit_dir(folder, variant.label, seed)
     trial_codes = folder / "codes" / codes_path.name
     if not ((source / "done").exists() and (source / CHECKPOINT).exists() and trial_codes.exists()):
         return {}
