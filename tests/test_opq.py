@@ -157,9 +157,13 @@ def test_faiss_runs_on_one_thread_during_the_fit_only(data, monkeypatch):
         return train(*args, **kwargs)
 
     monkeypatch.setattr(opq_module, "train_index", spy)
+    before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(2)
-    _fit(data)
-    assert seen == [1] and faiss.omp_get_max_threads() == 2
+    try:
+        _fit(data)
+        assert seen == [1] and faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def test_fewer_training_items_than_dimensions_is_refused(data):
