@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from transformers import get_cosine_schedule_with_warmup
 
 from bench.backbones import make_backbone
-from bench.cli import user_errors
+from bench.cli_common import user_errors
 from bench.config import preset_config
 from bench.datasets import leave_one_out, load_dataset
 from bench.io import atomic_write_text
