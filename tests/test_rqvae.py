@@ -8,9 +8,10 @@ import torch
 
 from bench.tokenizers import rqvae as rqvae_module
 from bench.tokenizers.kmeans import constrained_kmeans, feasible_bounds, init_bounds, init_centres
-from bench.tokenizers.rqvae import (RQVAE, RQVAEConfig, TrainConfig, assign, cf_loss, codebook_loss,
-                                    collision_rate, commitment_loss, diversity_loss, reconstruction_loss,
-                                    rescale_to_unit, sample_positives, train_rqvae)
+from bench.tokenizers.rqvae import (RQVAE, RQVAEConfig, assign, cf_loss, codebook_loss, collision_rate,
+                                    commitment_loss, diversity_loss, reconstruction_loss, rescale_to_unit,
+                                    sample_positives)
+from bench.tokenizers.rqvae_train import TrainConfig, train_rqvae
 
 
 def t(rows):

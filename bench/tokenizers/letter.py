@@ -34,8 +34,9 @@ from bench.options import check
 from bench.tokenizers.base import FitContext, Tokenizer
 from bench.tokenizers.collisions import COLLISION_POLICIES, n_colliding, resolve_codes, sinkhorn_rounds
 from bench.tokenizers.kmeans import squared_distances
-from bench.tokenizers.rqvae import (INIT_METHODS, RQVAE_PRESETS, SELECT_POLICIES, RQVAE, RQVAEConfig, TrainConfig,
-                                    checked_embeddings, last_level_costs, parse_sizes, train_rqvae)
+from bench.tokenizers.rqvae import (INIT_METHODS, RQVAE_PRESETS, RQVAE, RQVAEConfig, checked_embeddings,
+                                    last_level_costs, parse_sizes)
+from bench.tokenizers.rqvae_train import SELECT_POLICIES, TrainConfig, train_rqvae
 
 
 @dataclass
