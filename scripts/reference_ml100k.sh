@@ -20,7 +20,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p logs
 common=(--dataset "ml-100k:$DATA" --preset cpu)
 ALL=id,text,tiger,letter,rqkmeans,opq,cid,random,actionpiece
-ABLATION=results/ablation-ml100k COLLISIONS=results/collisions-ml100k
+RUNS=$(dirname "$OUT")  # the ablations sit beside the reference run
+ABLATION=$RUNS/ablation-ml100k COLLISIONS=$RUNS/collisions-ml100k
 letter_ablation() { $BENCH ablate letter "${common[@]}" --seeds 0,1,2 --tuned "$TUNE" --out "$ABLATION" "$@"; }
 collision_table() { $BENCH ablate collisions --tokenizers tiger,rqkmeans "${common[@]}" --seeds 0 --tuned "$TUNE" --out "$COLLISIONS" "$@"; }
 if [ "${JOBS:-0}" -gt 0 ]; then
