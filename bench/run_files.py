@@ -19,6 +19,7 @@ from bench.datasets import Dataset, Samples
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, target_ranks, tidy_means
 from bench.io import atomic_write_csv, atomic_write_text
+from bench.stage_clock import Elapsed
 
 # settings that must match for a rerun to resume in the same folder
 _RESUME_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "tokenizer_options",
@@ -84,7 +85,7 @@ def _comparable_tuning(old: dict[str, Any] | None, new: dict[str, Any] | None) -
 
 
 def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], label: str, seed: int,
-                     rankings: dict[str, np.ndarray], history: list[dict], timings: dict[str, float],
+                     rankings: dict[str, np.ndarray], history: list[dict], timings: dict[str, Elapsed],
                      extra: dict | None = None, code_ranks: dict[str, np.ndarray] | None = None) -> list[tuple]:
     """All of a unit's files, each atomic; `done` last, so a half-written unit is redone.
     `code_ranks`: per split, the targets' code-level ranks of a tokenizer that keeps
@@ -116,7 +117,7 @@ def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], lab
     atomic_write_csv(unit / "rankings.csv", pd.concat(ranking_frames, ignore_index=True))
     atomic_write_csv(unit / "history.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, **h} for h in history],
                                                         columns=None if history else ["tokenizer", "seed", "epoch"]))
-    atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v}
-                                                        for k, v in timings.items()]))
+    atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v.wall,
+                                                          "cpu_seconds": v.cpu} for k, v in timings.items()]))
     atomic_write_text(unit / "done", json.dumps(extra or {}))
     return metric_rows

@@ -26,6 +26,7 @@ from bench.io import atomic_write_text
 from bench.locks import run_locked
 from bench.options import make_options
 from bench.results import merge_units
+from bench.stage_clock import Elapsed, clock, since
 from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, write_unit_files
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
@@ -243,10 +244,10 @@ class Run:
         unit = self.unit_dir("popularity", seed)
         if (unit / "done").exists():
             return
-        start = time.perf_counter()
+        start = clock()
         counts = self.split.train_item_counts(self.data.n_items)
         rankings = {name: popularity_ranking(counts, len(s), max(KS)) for name, s in self._splits()}
-        self.write_unit(unit, "popularity", seed, rankings, [], {"evaluate": time.perf_counter() - start})
+        self.write_unit(unit, "popularity", seed, rankings, [], {"evaluate": since(start)})
 
     def sasrec_unit(self, seed: int) -> None:
         """SASRec scored over the full catalogue: the non-generative reference row."""
@@ -255,12 +256,12 @@ class Run:
             return
         from bench.embeddings import load_or_train_sasrec
 
-        start = time.perf_counter()
+        start = clock()
         model = load_or_train_sasrec(self.data, self.split, sasrec_options(self.config.sasrec), seed,
                                      str(self.device), log=self.log)
-        trained = time.perf_counter() - start
+        trained = since(start)
         rankings = {name: model.recommend(s.histories, max(KS)) for name, s in self._splits()}
-        self.write_unit(unit, "sasrec", seed, rankings, [], {"train": trained, "evaluate": time.perf_counter() - start - trained})
+        self.write_unit(unit, "sasrec", seed, rankings, [], {"train": trained, "evaluate": since(start) - trained})
 
     def tokenizer_unit(self, variant: Variant, seed: int) -> None:
         tokenizer = make_tokenizer(variant.tokenizer, variant.options)
@@ -271,7 +272,7 @@ class Run:
         if (unit / "done").exists():
             self.log(f"{label} seed {seed}: done already, skipped")
             return
-        timings: dict[str, float] = {}
+        timings: dict[str, Elapsed] = {}
         set_seed(seed)
         codes_path = self.out / "codes" / f"{label}-seed{seed}.index.json"
         reused = reuse_trial(self.config, self.data.fingerprint(), variant, seed, unit, codes_path, self.log) if self.main else {}
@@ -279,7 +280,7 @@ class Run:
         same_codes = self._fitted_codes(variant, seed)
         have_codes = codes_path.exists() and codes_path.with_suffix(".state.json").exists()
         self.accelerator.wait_for_everyone()  # every process has chosen its branch before codes are written
-        start = time.perf_counter()
+        start = clock()
         if same_codes is not None:  # e.g. an ablation row that changes only the recipe
             tokenizer.load(same_codes, self.data.item_ids)
             if self.main:
@@ -290,16 +291,16 @@ class Run:
             self.accelerator.wait_for_everyone()
             tokenizer.load(codes_path, self.data.item_ids)
         else:
-            before = dict(self.embeddings.seconds)
+            before = dict(self.embeddings.times)
             self.embeddings.materialize(tokenizer.inputs(), seed)
             set_seed(seed)  # the fit's random stream does not depend on whether its inputs were cached
             tokenizer.fit(self.embeddings.context(seed))
             tokenizer.save(codes_path, self.data.item_ids)
-            for key, value in self.embeddings.seconds.items():
+            for key, value in self.embeddings.times.items():
                 if key not in before:
                     timings[key.split("_seed")[0]] = value
             self.accelerator.wait_for_everyone()
-        timings["tokenizer"] = time.perf_counter() - start - sum(timings.values())
+        timings["tokenizer"] = since(start) - sum(timings.values(), Elapsed())
         self.log(f"{label} seed {seed}: {len(tokenizer.vocab)} tokens, codes up to {tokenizer.max_code_length} long, "
                  f"{tokenizer.n_collisions} collisions")
 
@@ -313,8 +314,8 @@ class Run:
         result = train(backbone, self.split.train, self.split.valid, recipe, seed, self.log, desc=label,
                        accelerator=self.accelerator, checkpoint=unit / CHECKPOINT,
                        on_epoch=lambda row: tracking.log(row, step=int(row["epoch"])))
-        timings["train"] = result.seconds
-        start = time.perf_counter()
+        timings["train"] = result.elapsed
+        start = clock()
         trie = backbone.trie()
         rankings, invalid, code_ranks = {}, 0, {}
         shared = len(set(tokenizer.codes)) < len(tokenizer.codes)  # collisions kept: scored at code level too
@@ -325,7 +326,7 @@ class Run:
             invalid += ranked.n_invalid
             if item_leaf is not None:
                 code_ranks[name] = code_target_ranks(ranked.leaves, item_leaf[samples.targets])
-        timings["evaluate"] = time.perf_counter() - start
+        timings["evaluate"] = since(start)
         history = [{**row, "best_epoch": result.best_epoch, "stopped_by": result.stopped_by} for row in result.history]
         if self.main:
             metrics = self.write_unit(unit, label, seed, rankings, history, timings,
@@ -350,7 +351,7 @@ class Run:
         return [("valid", self.split.valid), ("test", self.split.test)] if self.score_test else [("valid", self.split.valid)]
 
     def write_unit(self, unit: Path, label: str, seed: int, rankings: dict[str, np.ndarray],
-                   history: list[dict], timings: dict[str, float], extra: dict | None = None,
+                   history: list[dict], timings: dict[str, Elapsed], extra: dict | None = None,
                    code_ranks: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """All of a unit's files, each atomic; `done` last, so a half-written unit is redone.
         `code_ranks`: per split, the targets' code-level ranks of a tokenizer that keeps

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from bench.datasets import Samples
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, target_ranks
 from bench.io import atomic_write, no_progress
+from bench.stage_clock import Elapsed, clock, since
 
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint's keys change
@@ -39,7 +39,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_valid: float = float("nan")  # the best validation NDCG@10, or validation loss (recipe.stop_on)
-    seconds: float = 0.0
+    elapsed: Elapsed = field(default_factory=Elapsed)  # training time, wall and CPU, across resumes
     stopped_by: str = "cap"  # `patience` (validation stopped improving) or `cap` (recipe.epochs reached)
 
 
@@ -177,7 +177,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = make_scheduler(optimizer, recipe, total)
     result = TrainResult()
-    best_state, best, waited, done_epochs, stopped, seconds = None, -math.inf, 0, 0, False, 0.0
+    best_state, best, waited, done_epochs, stopped, used = None, -math.inf, 0, 0, False, Elapsed()
     saved = None
     if checkpoint is not None and checkpoint.exists():  # read by every process before any of them writes
         saved = load_checkpoint(checkpoint)
@@ -185,13 +185,15 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         best_state, best, waited = saved["best_model"], saved["best"], saved["waited"]
-        done_epochs, stopped, seconds = saved["epoch"], saved["stopped"], saved["seconds"]
+        # CPU time is unknown (NaN) for a unit begun before it was recorded
+        used = Elapsed(saved["seconds"], saved.get("cpu_seconds", math.nan))
+        done_epochs, stopped = saved["epoch"], saved["stopped"]
         result.history, result.best_epoch = list(saved["history"]), saved["best_epoch"]
         log(f"{desc}: resumed from {checkpoint} after epoch {done_epochs}")
     model, optimizer, scheduler = accelerator.prepare(backbone, optimizer, scheduler)
     if saved is not None:
         _set_rng_states(saved["rng"], rng, accelerator, backbone.device, log)
-    start = time.perf_counter() - seconds
+    start = clock() - used
     for epoch in range(done_epochs + 1, recipe.epochs + 1):
         if stopped:
             break
@@ -204,7 +206,8 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
             losses.append(train_step(model, batch, recipe, accelerator, optimizer, scheduler))
         if n > 1:
             losses = gather_object(losses)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
+        used = since(start)
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": used.wall, "cpu_seconds": used.cpu}
         if epoch % recipe.eval_every == 0 or epoch == recipe.epochs:
             if recipe.stop_on == "loss":
                 row["valid_loss"] = validation_loss(backbone, valid, recipe, accelerator)
@@ -224,8 +227,9 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
             on_epoch(row)
         stopped = waited >= recipe.patience
         if checkpoint is not None:
+            used = since(start)
             state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "stopped": stopped, "best": best, "waited": waited,
-                     "best_epoch": result.best_epoch, "seconds": time.perf_counter() - start,
+                     "best_epoch": result.best_epoch, "seconds": used.wall, "cpu_seconds": used.cpu,
                      "history": result.history, "num_processes": n,
                      "model": backbone.state_dict(), "best_model": best_state, "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "rng": _rng_states(rng, accelerator, backbone.device)}
@@ -241,7 +245,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
     if best_state is not None:
         backbone.load_state_dict(best_state)
     result.best_valid = -best if recipe.stop_on == "loss" else best
-    result.seconds = time.perf_counter() - start
+    result.elapsed = since(start)
     return result
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +32,8 @@ from bench.io import atomic_write_csv, atomic_write_text
 from bench.run_files import unit_dir
 
 SAMPLERS = ("grid", "tpe")
-TUNING_COLUMNS = ["tokenizer", "trial", "settings", "valid_ndcg@10", "best_epoch", "epochs", "stopped_by", "seconds"]
+TUNING_COLUMNS = ["tokenizer", "trial", "settings", "valid_ndcg@10", "best_epoch", "epochs", "stopped_by", "seconds",
+                  "cpu_seconds"]
 TUNABLE_SECTIONS = ("recipe",)  # settings a trial may change: the shared recipe's
 
 
@@ -97,9 +99,11 @@ def run_trial(config: RunConfig, log: Callable[[str], None]) -> dict[str, Any]:
     metrics = pd.read_csv(unit / "metrics.csv")
     ndcg = metrics.query("split == 'valid' and metric == 'ndcg' and k == 10")["value"]
     timings = pd.read_csv(unit / "timings.csv")
+    cpu = timings["cpu_seconds"] if "cpu_seconds" in timings.columns else pd.Series([math.nan])
     return {"label": label, "valid_ndcg@10": float(ndcg.iloc[0]), "best_epoch": done.get("best_epoch"),
             "epochs": done.get("epochs"), "stopped_by": done.get("stopped_by"),
-            "seconds": float(timings["seconds"].sum())}
+            "seconds": float(timings["seconds"].sum()),
+            "cpu_seconds": None if cpu.isna().any() else float(cpu.sum())}  # None: begun before CPU time was kept
 
 
 def make_sampler(name: str, space: dict[str, list[Any]], seed: int) -> Any:
@@ -277,13 +281,16 @@ def write_summary(out: Path, storage: Any) -> Path:
             result = t.user_attrs.get("result", {})
             rows.append({"tokenizer": summary.study_name, "trial": t.number, "settings": json.dumps(t.params, sort_keys=True),
                          "valid_ndcg@10": t.value, "best_epoch": result.get("best_epoch"), "epochs": result.get("epochs"),
-                         "stopped_by": result.get("stopped_by"), "seconds": result.get("seconds")})
+                         "stopped_by": result.get("stopped_by"), "seconds": result.get("seconds"),
+                         "cpu_seconds": result.get("cpu_seconds")})
         if done:
             best = max(done, key=lambda t: (t.value, -t.number))
-            seconds = sum(t.user_attrs.get("result", {}).get("seconds") or 0.0 for t in done)
+            results = [t.user_attrs.get("result", {}) for t in done]
+            cpu = [r.get("cpu_seconds") for r in results]
             chosen[summary.study_name] = {"settings": best.params, "trial": best.number, "valid_ndcg@10": best.value,
                                           "trials": len(done), "complete": len(done) >= search["trials"],
-                                          "core_minutes": round(seconds / 60, 1)}
+                                          "wall_minutes": round(sum(r.get("seconds") or 0.0 for r in results) / 60, 1),
+                                          "cpu_minutes": None if None in cpu else round(sum(cpu) / 60, 1)}
     atomic_write_csv(out / "tuning.csv", pd.DataFrame(rows, columns=TUNING_COLUMNS))
     path = out / "tuned.json"
     atomic_write_text(path, json.dumps({"search": search, "chosen": chosen}, indent=2))
@@ -292,12 +299,14 @@ def write_summary(out: Path, storage: Any) -> Path:
 
 def summary_table(path: Path) -> pd.DataFrame:
     """Per tokenizer: trials done, the space, best validation NDCG@10, the chosen values and the
-    cost (trial seconds summed: core-minutes at one thread per trial)."""
+    cost: CPU minutes (core-minutes; blank when a trial was begun before CPU time was kept) and
+    wall minutes (which also count waiting for a core and pauses)."""
     tuned = json.loads(path.read_text())
     space = json.dumps(tuned["search"]["space"])
     rows = [{"tokenizer": name, "trials": f"{c['trials']} of {tuned['search']['trials']}", "space": space,
              "best valid NDCG@10": round(c["valid_ndcg@10"], 4), "chosen": json.dumps(c["settings"]),
-             "core-minutes": c.get("core_minutes")} for name, c in tuned["chosen"].items()]
+             "CPU minutes": c.get("cpu_minutes"), "wall minutes": c.get("wall_minutes", c.get("core_minutes"))}
+            for name, c in tuned["chosen"].items()]
     return pd.DataFrame(rows)
 
 

@@ -20,7 +20,7 @@ from bench.datasets import Dataset, SyntheticSpec, leave_one_out, make_synthetic
 from bench.errors import BenchError
 from bench.reporting.protocol import protocol_section, stopping_table
 from bench.tokenizers import FitContext, make_tokenizer
-from bench.tuning import load_tuned, settings_hash, tune
+from bench.tuning import load_tuned, settings_hash, summary_table, tune
 
 TINY = {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "2", "recipe.valid_users": "0",
         "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2", "t5.d_kv": "16", "t5.num_layers": "1",
@@ -39,7 +39,7 @@ def _id_backbone(n_items: int = 30):
 
 # -- nothing chosen on test ---------------------------------------------------------------------
 def test_tuning_never_sees_the_test_split(tmp_path, monkeypatch):
-    """Changing every user's test item changes nothing in tuning.csv (but the seconds), and no
+    """Changing every user's test item changes nothing in tuning.csv (but the times), and no
     trial scores a test user."""
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
     space = {"recipe.lr": [1e-3, 3e-3]}
@@ -55,7 +55,7 @@ def test_tuning_never_sees_the_test_split(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_module, "load_dataset", other_test_items)
     second = pd.read_csv(tune(config, space, tmp_path / "b", log=lambda m: None).parent / "tuning.csv")
     assert len(first) == 2
-    pd.testing.assert_frame_equal(first.drop(columns="seconds"), second.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(first.drop(columns=["seconds", "cpu_seconds"]), second.drop(columns=["seconds", "cpu_seconds"]))
     for trial in (tmp_path / "a" / "trials").iterdir():
         per_user = pd.read_csv(trial / "per_user.csv")
         assert set(per_user["split"]) == {"valid"}
@@ -69,6 +69,11 @@ def test_tuned_settings_become_each_tokenizers_recipe_and_are_checked(tmp_path):
     best = tuned["chosen"]["id"]
     frame = pd.read_csv(tmp_path / "t" / "tuning.csv")
     assert best["valid_ndcg@10"] == frame["valid_ndcg@10"].max()  # the best on validation is chosen
+    # the cost: CPU time of every trial (all measured here), summed, next to wall time
+    assert (frame["cpu_seconds"] > 0).all() and best["cpu_minutes"] == round(frame["cpu_seconds"].sum() / 60, 1)
+    assert best["wall_minutes"] == round(frame["seconds"].sum() / 60, 1)
+    summary = summary_table(path).set_index("tokenizer")
+    assert summary.loc["id", "CPU minutes"] == best["cpu_minutes"]
     run = dataclasses.replace(config, tuned=load_tuned(tmp_path / "t", config))
     [variant] = runner_module.variants(run, ["id"])
     assert variant.recipe == {"weight_decay": best["settings"]["recipe.weight_decay"]}

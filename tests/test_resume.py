@@ -148,3 +148,30 @@ def test_a_unit_locked_by_another_process_is_skipped_and_a_stale_lock_file_is_no
     time.sleep(0.1)
     assert (unit.parent / "id-seed0.lock").exists()  # the file stays; the lock went with the process
     assert run_locked(unit, lambda: ran.append(1), logs.append) and ran == [1]
+
+
+@pytest.mark.parametrize("begun_without_cpu_time", [False, True])
+def test_cpu_time_adds_up_across_a_resume_and_is_unknown_for_a_unit_begun_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, begun_without_cpu_time: bool):
+    save = training.save_checkpoint
+
+    def save_then_die(path: Path, state: dict) -> None:
+        if begun_without_cpu_time:
+            state = {k: v for k, v in state.items() if k != "cpu_seconds"}  # a checkpoint of an older version
+        save(path, state)
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    assert CliRunner().invoke(main, [*ARGS, "--out", str(tmp_path)], catch_exceptions=False).exit_code == 1
+    monkeypatch.undo()
+    bench_run(tmp_path)
+    history = pd.read_csv(tmp_path / "units" / "id-seed0" / "history.csv")
+    timings = pd.read_csv(tmp_path / "units" / "id-seed0" / "timings.csv").set_index("stage")
+    assert timings.loc["evaluate", "cpu_seconds"] > 0 and timings.loc["tokenizer", "cpu_seconds"] >= 0
+    if begun_without_cpu_time:
+        assert history["cpu_seconds"].iloc[1:].isna().all() and pd.isna(timings.loc["train", "cpu_seconds"])
+    else:  # cumulative over the epochs of both processes, and the unit's training total is the last
+        cpu = history["cpu_seconds"].to_numpy()
+        assert (cpu > 0).all() and (cpu[1:] > cpu[:-1]).all()
+        assert timings.loc["train", "cpu_seconds"] >= cpu[-1] > 0

@@ -3,7 +3,6 @@ tokenizers that need none cost nothing and the rest share one computation."""
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from bench.config import RunConfig, sasrec_options
 from bench.datasets import Dataset, Split
 from bench.errors import BenchError
+from bench.stage_clock import Elapsed, clock, since
 from bench.tokenizers import FitContext
 
 
@@ -24,15 +24,15 @@ class Embeddings:
             raise BenchError(f"data.cf_embeddings=shipped: {data.source} ships no CF embeddings")
         self._text: np.ndarray | None = None
         self._cf: dict[int, np.ndarray] = {}
-        self.seconds: dict[str, float] = {}
+        self.times: dict[str, Elapsed] = {}  # stage -> wall and CPU time of what was computed
 
     def text(self) -> np.ndarray:
         if self._text is None:
             from bench.embeddings import text_embeddings
 
-            start = time.perf_counter()
+            start = clock()
             self._text = text_embeddings(self.data, model=self.config.embedding_model, device=str(self.device))
-            self.seconds["text_embeddings"] = time.perf_counter() - start
+            self.times["text_embeddings"] = since(start)
         return self._text
 
     def materialize(self, inputs: set[str], seed: int) -> None:
@@ -54,12 +54,12 @@ class Embeddings:
         if seed not in self._cf:
             from bench.embeddings import cf_embeddings
 
-            start = time.perf_counter()
+            start = clock()
             shipped = self.config.data_options.cf_embeddings == "shipped"
             if shipped:
                 self.log(f"CF embeddings: EXTERNAL, shipped with {self.data.source} (their training split is unknown: "
                          "validation or test interactions may have been seen)")
             self._cf[seed] = cf_embeddings(self.data, self.split, sasrec_options(self.config.sasrec), seed=seed,
                                            shipped=shipped, device=str(self.device), log=self.log)
-            self.seconds[f"cf_embeddings_seed{seed}"] = time.perf_counter() - start
+            self.times[f"cf_embeddings_seed{seed}"] = since(start)
         return self._cf[seed]

@@ -21,6 +21,7 @@ from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, 
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.reporting import plots
 from bench.reporting.protocol import mark_p, marks_note, protocol_section
+from bench.reporting.timing import timing_section
 from bench.results import has_units, merge_units
 
 REQUIRED = {
@@ -269,24 +270,6 @@ def _optional(frame: pd.DataFrame, column: str) -> Any:
     return frame[column].map(lambda v: "" if pd.isna(v) else str(int(v)))
 
 
-def timing_section(timings: pd.DataFrame | None) -> list[str]:
-    if timings is None or timings.empty:
-        return []
-    stages = list(dict.fromkeys(timings["stage"]))
-    table = timings.pivot_table(index="tokenizer", columns="stage", values="seconds", aggfunc="sum", sort=False)
-    # rows in the tables' fixed order, after the stages the run shares (tokenizer `all`, e.g. loading
-    # the data), and a total row last
-    rows = [str(t) for t in table.index]
-    table = table.reindex(index=[t for t in rows if t == "all"] + plots.row_order([t for t in rows if t != "all"]),
-                          columns=stages)
-    table = table.rename(index={"all": "(shared)"})
-    table["total"] = table.sum(axis=1)
-    table.loc["total"] = table.sum(axis=0)
-    out = table.map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
-    out.insert(0, "tokenizer \\ stage", out.index)  # a stage may itself be called `tokenizer`
-    return ["## Wall time (seconds, summed over seeds)", "", md_table(out), ""]
-
-
 def reference_label(config: dict[str, Any], sig: pd.DataFrame | None) -> str:
     if sig is None or sig.empty:
         return str(config.get("reference") or "default")
@@ -330,7 +313,7 @@ def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, si
         lines += ["## Plots", ""]
         for p in plot_files:
             lines += [f"![{p.stem}](plots/{p.name})", ""]
-    lines += timing_section(timings)
+    lines += timing_section(timings, load_csv(run_dir, "history.csv"))
     return "\n".join(lines).rstrip() + "\n"
 
 
