@@ -1,7 +1,9 @@
 """Wall-clock and CPU time of a run's stages. CPU time is this process's, all its threads
 together: the core-seconds a stage used, however busy the machine was. Wall time also counts
 waiting for a core and time the process was paused, so only CPU time compares the cost of
-units trained under different loads (two lanes on two cores, a test suite beside them)."""
+units trained under different loads (two lanes on two cores, a test suite beside them). A unit
+trained by N processes (accelerate, DDP) records its main process's CPU time only: about 1/N
+of what it used; on a GPU, CPU time is the host's share and wall time the cost that counts."""
 
 from __future__ import annotations
 
