@@ -305,7 +305,7 @@ def summary_table(path: Path) -> pd.DataFrame:
     space = json.dumps(tuned["search"]["space"])
     rows = [{"tokenizer": name, "trials": f"{c['trials']} of {tuned['search']['trials']}", "space": space,
              "best valid NDCG@10": round(c["valid_ndcg@10"], 4), "chosen": json.dumps(c["settings"]),
-             "CPU minutes": c.get("cpu_minutes"), "wall minutes": c.get("wall_minutes", c.get("core_minutes"))}
+             "CPU minutes": c.get("cpu_minutes"), "wall minutes": c.get("wall_minutes")}
             for name, c in tuned["chosen"].items()]
     return pd.DataFrame(rows)
 
