@@ -45,10 +45,10 @@ def read_run(folder: Path, label: str) -> RunFigures:
     sig = pd.read_csv(sig_path) if sig_path.is_file() else None
     if sig is not None:
         sig = sig[sig["split"] == "test"]
-    return RunFigures(label, summary.set_index(["tokenizer", "metric", "k"]), sig)
+    return RunFigures(label, summary.set_index(["tokenizer", "metric", "k"]), sig)  # `dataset` stays a column
 
 
-def _cell(run: RunFigures, tokenizer: str, metric: str, k: int) -> str:
+def seed_cell(run: RunFigures, tokenizer: str, metric: str, k: int) -> str:
     key = (tokenizer, metric, k)
     if key not in run.summary.index:
         return ""
@@ -91,7 +91,7 @@ def compare_runs(old: Path, new: Path, alpha: float = 0.05, labels: tuple[str, s
         row: dict[str, object] = {"tokenizer": name}
         for metric, k in METRICS:
             for run in runs:
-                row[f"{metric[0].upper()}@{k} {run.label}"] = _cell(run, name, metric, k)
+                row[f"{metric[0].upper()}@{k} {run.label}"] = seed_cell(run, name, metric, k)
         for run, rank in zip(runs, run_ranks):
             row[f"rank {run.label}"] = rank.get(name, "")
         verdicts = [verdict(run, name, alpha) for run in runs]

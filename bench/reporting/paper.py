@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import BenchError
+from bench.reporting.compare_runs import read_run, seed_cell
 from bench.reporting.report import md_table
 
 # (data set, paper row) -> metric@k -> value. LETTER (Wang et al., CIKM 2024), Table 2:
@@ -37,26 +37,22 @@ def paper_row(label: str, dataset: str) -> str | None:
 
 def comparison_table(results: Path, metrics: tuple[str, ...] = ("recall@10", "ndcg@10")) -> pd.DataFrame:
     """One row per tokenizer of the run: ours (mean ± seed std, seeds), the paper's, the gap."""
-    path = results / "metrics.csv"
-    if not path.is_file():
-        raise BenchError(f"{results}: no metrics.csv (not a finished bench run)")
-    frame = pd.read_csv(path)
-    test = frame[frame["split"] == "test"].assign(name=lambda f: f["metric"] + "@" + f["k"].astype(str))
-    if test.empty:
-        raise BenchError(f"{path}: no test rows")
-    dataset = str(test["dataset"].iloc[0])
+    run = read_run(results, "ours")
+    dataset = str(run.summary["dataset"].iloc[0])
     config = json.loads((results / "config.json").read_text()) if (results / "config.json").is_file() else {}
     rows = []
-    for label, part in test.groupby("tokenizer", sort=False):
+    for label in run.summary.index.get_level_values("tokenizer").unique():
         published_as = paper_row(str(label), dataset)
         published = PUBLISHED.get((dataset, published_as), {}) if published_as else {}
-        row: dict[str, object] = {"tokenizer": label, "paper row": published_as or "", "seeds": part["seed"].nunique()}
+        seeds = run.summary.xs(label, level="tokenizer")["n_seeds"].max()
+        row: dict[str, object] = {"tokenizer": label, "paper row": published_as or "", "seeds": int(seeds)}
         for metric in metrics:
-            values = part[part["name"] == metric].groupby("seed")["value"].mean()
-            row[f"{metric} ours"] = f"{values.mean():.4f}" + (f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else "")
+            name, k = metric.split("@")
+            row[f"{metric} ours"] = seed_cell(run, str(label), name, int(k))
+            mean = run.summary.loc[(label, name, int(k)), "mean"] if (label, name, int(k)) in run.summary.index else None
             paper = published.get(metric)
             row[f"{metric} paper"] = f"{paper:.4f}" if paper is not None else ""
-            row[f"{metric} ours/paper"] = f"{values.mean() / paper:.2f}" if paper else ""
+            row[f"{metric} ours/paper"] = f"{mean / paper:.2f}" if paper and mean is not None else ""
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(dataset=dataset, preset=config.get("preset", "?"))
