@@ -14,6 +14,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from bench.backbones.base import EOS, PAD, Backbone, Rngs, ce_loss, pad_sequences, per_history
+from bench.backbones.cpu_dropout import use_cpu_dropout
 from bench.config import T5Size
 from bench.tokenizers.base import Tokenizer
 
@@ -60,6 +61,7 @@ class T5Backbone(Backbone):
             pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
         )
         self.model = T5ForConditionalGeneration(config)
+        use_cpu_dropout(self.model)  # PyTorch's CPU dropout mask was a quarter of a training step
 
     @property
     def device(self) -> torch.device:
