@@ -341,25 +341,32 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
 
 def reuse_trial(config: RunConfig, data_fingerprint: str, variant: Any, seed: int, unit: Path, codes_path: Path,
                 log: Callable[[str], None]) -> dict[str, str]:
-    """With --tuned, the unit of the tuning seed is the chosen trial's model: that trial
-    trained this tokenizer with these settings and this seed, and stopped on validation (no
-    test item was visible to it). Its codes and final checkpoint are copied into `unit`, so
+    """With --tuned, the unit of the tuning seed is the chosen trial's model when that trial
+    trained exactly what this unit would (this tokenizer, options, recipe and seed; an
+    ablation row that changes none of them, such as LETTER's tau-1 row or a collision table's
+    default policy, qualifies under its own label). The trial stopped on validation (no test
+    item was visible to it). Its codes and final checkpoint are copied into `unit`, so
     training resumes at its end and only the evaluation (now with test) runs. Returns what
     the unit's `done` file records ({} when nothing is reused)."""
     import shutil
 
     from bench.runner import CHECKPOINT
+    from bench.tokenizers import make_tokenizer
 
     if not config.tuned or seed != config.tuned["search"]["seed"] or (unit / CHECKPOINT).exists():
         return {}
-    settings = {f"recipe.{k}": v for k, v in variant.recipe.items()}
-    folder = trial_folder(Path(config.tuned["dir"]), variant.tokenizer, settings)
-    source = unit_dir(folder, variant.label, seed)
-    trial_codes = folder / "codes" / codes_path.name
+    study = make_tokenizer(variant.tokenizer, variant.options).label  # what bench tune named it
+    chosen = config.tuned["chosen"].get(study)
+    if chosen is None:
+        return {}
+    folder = trial_folder(Path(config.tuned["dir"]), variant.tokenizer, chosen["settings"])
+    source = unit_dir(folder, study, seed)
+    trial_codes = folder / "codes" / f"{study}-seed{seed}.index.json"
     if not ((source / "done").exists() and (source / CHECKPOINT).exists() and trial_codes.exists()):
         return {}
     if not _same_training(folder / "config.json", config, variant, data_fingerprint):
-        log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
+        if variant.label == study:  # a plain row whose trial differs: worth saying; an ablation row is expected to
+            log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
         return {}
     unit.mkdir(parents=True, exist_ok=True)
     codes_path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,6 +390,17 @@ def _same_training(trial_config: Path, config: RunConfig, variant: Any, data_fin
                 "embedding_model"):
         if json.dumps(old.get(key), sort_keys=True, default=str) != json.dumps(new.get(key), sort_keys=True, default=str):
             return False
+    from bench.options import make_options
+    from bench.tokenizers import TOKENIZERS
+
     name = variant.tokenizer.partition(":")[0]
-    return (old.get("tokenizer_options", {}).get(name) == variant.options
+
+    def resolved(options: Any) -> Any:  # an option spelled out at its default equals it left out
+        try:
+            return make_options(TOKENIZERS[name].Options, dict(options or {}), name)
+        except BenchError:
+            return None
+
+    options = resolved(variant.options)
+    return (options is not None and resolved(old.get("tokenizer_options", {}).get(name)) == options
             and old.get("data", {}).get("fingerprint") == data_fingerprint and old.get("tokenizers") == [variant.tokenizer])

@@ -20,7 +20,7 @@ from bench.datasets import Dataset, SyntheticSpec, leave_one_out, make_synthetic
 from bench.errors import BenchError
 from bench.reporting.protocol import protocol_section, stopping_table
 from bench.tokenizers import FitContext, make_tokenizer
-from bench.tuning import load_tuned, settings_hash, summary_table, tune
+from bench.tuning import load_tuned, summary_table, tune
 
 TINY = {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "2", "recipe.valid_users": "0",
         "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2", "t5.d_kv": "16", "t5.num_layers": "1",
@@ -240,28 +240,6 @@ def test_movielens_keeps_timestamps_for_the_temporal_split():
     # MovieLens users rate in bursts: few are active after the cut-offs (measured: 29 validation,
     # 75 test users of 943), the caveat the README states
     assert 20 <= len(split.valid) < 100 and 50 <= len(split.test) < 150
-
-
-def test_run_with_tuned_settings_evaluates_the_chosen_trials_model_for_the_tuning_seed(tmp_path):
-    """Seed 0 is the chosen trial's model (same settings and seed: no retraining, the same
-    validation scores); another seed, or other settings, train anew."""
-    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
-    tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
-    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
-    out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--tokenizers", "id", "--out", str(out), "--device", "cpu", "--seeds", "0,1",
-                                       "--tuned", str(tmp_path / "t"), *sets])
-    assert result.exit_code == 0, result.output
-    chosen = json.loads((tmp_path / "t" / "tuned.json").read_text())["chosen"]["id"]
-    reused = json.loads((out / "units" / "id-seed0" / "done").read_text())
-    assert reused["from_tuning_trial"].endswith(f"id-{settings_hash(chosen['settings'])}")
-    assert "from_tuning_trial" not in json.loads((out / "units" / "id-seed1" / "done").read_text())
-    metrics = pd.read_csv(out / "metrics.csv").query("tokenizer == 'id' and seed == 0 and split == 'valid' and metric == 'ndcg' and k == 10")
-    assert metrics["value"].iloc[0] == pytest.approx(chosen["valid_ndcg@10"], abs=1e-12)
-    other = tmp_path / "other"
-    result = CliRunner().invoke(main, ["run", "--tokenizers", "id", "--out", str(other), "--device", "cpu",
-                                       "--tuned", str(tmp_path / "t"), *sets, "--set", "recipe.tau=0.5"])
-    assert result.exit_code == 2 and "tuned with other recipe settings" in result.output  # not what was tuned
 
 
 def test_runs_sharing_a_folder_may_name_different_tuned_tokenizers_but_not_other_choices():
