@@ -31,7 +31,7 @@ from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, 
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
 from bench.training import evaluate, make_accelerator, train
-from bench.tuning import reuse_trial
+from bench.trial_reuse import reuse_trial
 
 TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
 CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch

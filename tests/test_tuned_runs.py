@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.config import preset_config
 from bench.runner import Run
-from bench.tuning import _same_training, load_tuned, settings_hash, tune
+from bench.trial_reuse import _same_training
+from bench.tuning import load_tuned, settings_hash, tune
 from bench.variants import Variant
 
 from test_protocol import TINY
