@@ -146,6 +146,8 @@ def codes_fit_cmd(tokenizer: str, dataset: str, preset: str, seed: int, device: 
     tok, data = fit_tokenizer(config, spec, seed, log=lambda msg: click.echo(msg, err=True))
     tok.save(out, data.item_ids)
     stats = code_stats(tok.index_json(data.item_ids), vocab_codebook_sizes(tok.vocab))
-    click.echo(f"{out}: {data.n_items} items, {tok.n_collisions} collisions before disambiguation")
+    # colliding items: those beyond the first of each group sharing a code
+    first = "" if tok.collisions_before is None else f"{tok.collisions_before} as first assigned, "
+    click.echo(f"{out}: {data.n_items} items; colliding items: {first}{tok.n_collisions} before any numbering suffix")
     click.echo(stats_frame(stats).drop(columns=["n_items", "n_unique", "collision_rate", "max_group"])
                .to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -120,7 +120,7 @@ def test_codes_fit_writes_an_index_and_prints_level_statistics(tmp_path):
                      "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["3"] == ["<item_3>"]
-    assert "normalized_entropy" in result.output
+    assert "normalized_entropy" in result.output and "items; colliding items: 0 before any numbering suffix" in result.output
 
 
 def test_a_run_reads_histories_under_its_budget(tmp_path):
