@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.config import RunConfig
-from bench.errors import BenchError
+from bench.config import RunConfig, same_settings
 from bench.run_files import unit_dir
 from bench.tuning import trial_folder
 
@@ -55,30 +54,18 @@ def reuse_trial(config: RunConfig, data_fingerprint: str, variant: Any, seed: in
 
 def _same_training(trial_config: Path, config: RunConfig, variant: Any, data_fingerprint: str) -> bool:
     """The trial's config.json trained what this unit would: same data, split, backbone,
-    recipe (with the tuned settings), sizes, embeddings and tokenizer options."""
+    recipe (with the tuned settings), sizes, embeddings and tokenizer options, compared as a
+    resumed run's are (`same_settings`: a field spelled out at its default equals it left out)."""
     try:
         old = json.loads(trial_config.read_text())
     except (OSError, json.JSONDecodeError):
         return False
     new = config.to_dict()
     new["recipe"] = dataclasses.asdict(dataclasses.replace(config.recipe, **variant.recipe))
-    for key in ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
-                "embedding_model"):
-        if json.dumps(old.get(key), sort_keys=True, default=str) != json.dumps(new.get(key), sort_keys=True, default=str):
-            return False
-    from bench.options import make_options
-    from bench.tokenizers import TOKENIZERS
-
-    name = variant.tokenizer.partition(":")[0]
-
-    def resolved(options: Any) -> Any:  # an option spelled out at its default equals it left out
-        try:
-            return make_options(TOKENIZERS[name].Options, dict(options or {}), name)
-        except BenchError:
-            return None
-
-    options = resolved(variant.options)
-    return (options is not None and resolved(old.get("tokenizer_options", {}).get(name)) == options
+    new["tokenizer_options"] = {variant.tokenizer.partition(":")[0]: variant.options}
+    keys = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
+            "embedding_model", "tokenizer_options")
+    return (all(same_settings(key, old.get(key), new[key]) for key in keys)
             and old.get("data", {}).get("fingerprint") == data_fingerprint and old.get("tokenizers") == [variant.tokenizer])
 
 
