@@ -1,13 +1,12 @@
 """Dropout on the CPU without PyTorch's Bernoulli kernel, for the T5 backbone's training.
 
 Why: at the `cpu` preset (d_model 64, histories of up to 100 tokens) PyTorch's CPU dropout
-spends about 15 ns per element drawing its mask one Mersenne-Twister number at a time, and
-T5 drops out the attention probabilities (batch x heads x length x length) as well as every
-hidden state. Measured on ML-100K with TIGER's codes at one thread, `aten::bernoulli_` was 25 %
-of a training step's CPU time, more than all the attention matrix products. Here the mask
-comes from numpy's PCG64 (raw 32-bit words compared with a threshold, ~3.5x faster than
-`F.dropout` on an attention-sized tensor), which made a step 1.18-1.27x faster for `id`, TIGER
-codes and `text` (`scripts/bench_cpu_dropout.py`, figures in the README's Performance).
+draws its mask one Mersenne-Twister number per element, and T5 drops out the attention
+probabilities (batch x heads x length x length) as well as every hidden state:
+`aten::bernoulli_` was 21-26 % of a training step's CPU time on ML-100K at one thread, more
+than all the attention matrix products. Here the mask comes from numpy's PCG64 (raw 32-bit
+words compared with a threshold), which made a step 1.15-1.29x faster for `id`, TIGER codes
+and `text` (`scripts/bench_cpu_dropout.py`; figures in docs/performance.md).
 
 What stays the same: each element is kept with probability 1 - p (p rounded to 2^-32) and
 scaled by 1 / (1 - p), exactly as `torch.nn.functional.dropout`; every mask's seed is one
@@ -71,15 +70,13 @@ def t5_cpu_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
     """Transformers' SDPA attention, except when it would drop out attention probabilities on
     the CPU: then the same computation written out, with `mask_dropout`. Masks arrive in SDPA's
     format (registered below): boolean (True = attend), or None for an unpadded encoder or a
-    causal decoder."""
+    causal decoder; T5 always passes its position bias (zeros where a layer has none)."""
     if not (module.training and dropout > 0.0 and query.device.type == "cpu" and query.dtype == torch.float32):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       position_bias=position_bias, **kwargs)
     causal = kwargs.get("is_causal")
     causal = getattr(module, "is_causal", True) if causal is None else causal  # as sdpa_attention_forward
     is_causal = attention_mask is None and query.shape[2] > 1 and bool(causal)
-    if position_bias is None:
-        position_bias = torch.zeros((1, 1, query.shape[2], key.shape[2]), dtype=query.dtype, device=query.device)
     additive = create_position_bias_mask(position_bias, attention_mask, is_causal, query, key)
     scores = torch.matmul(query, key.transpose(2, 3))
     if scaling is None:
