@@ -68,15 +68,15 @@ def test_an_ablation_row_that_changes_nothing_reuses_the_trial_under_its_own_lab
     assert valid.query("tokenizer == 'id-same'")["value"].iloc[0] == pytest.approx(chosen["valid_ndcg@10"], abs=1e-12)
 
 
-def test_tokenizer_options_spelled_out_at_their_default_count_as_the_same_training(tuned):
+def test_tokenizer_options_spelled_out_at_their_default_count_as_the_same_training(tuned, tmp_path):
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
-    trial = next((tuned / "trials").glob("id-*")) / "config.json"
-    saved = json.loads(trial.read_text())
+    saved = json.loads((next((tuned / "trials").glob("id-*")) / "config.json").read_text())
     saved["tokenizers"], saved["tokenizer_options"] = ["tiger"], {"tiger": {"epochs": 5}}
-    trial.with_name("tiger.json").write_text(json.dumps(saved))
+    trial = tmp_path / "config.json"  # a tiger trial's config (its options leave collisions out)
+    trial.write_text(json.dumps(saved))
     fingerprint = saved["data"]["fingerprint"]
     recipe = {"lr": saved["recipe"]["lr"]}
     same = Variant("tiger-suffix", "tiger", {"epochs": 5, "collisions": "suffix"}, recipe)
-    assert _same_training(trial.with_name("tiger.json"), config, same, fingerprint)
+    assert _same_training(trial, config, same, fingerprint)
     other = Variant("tiger-keep", "tiger", {"epochs": 5, "collisions": "keep"}, recipe)
-    assert not _same_training(trial.with_name("tiger.json"), config, other, fingerprint)
+    assert not _same_training(trial, config, other, fingerprint)
