@@ -43,6 +43,18 @@ def test_the_mask_is_fixed_by_torchs_rng_state():
     assert torch.equal(keep_scale(torch.Size([1000]), 0.3), a)
 
 
+def test_the_mask_is_pcg64_words_against_a_threshold():
+    """The documented stream, so a unit checkpointed by an earlier version of this module
+    resumes bit for bit: seed = one torch draw, PCG64's raw 64-bit words read as 32-bit
+    halves, kept where a word is >= round(p * 2^32)."""
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    words = np.random.PCG64(seed).random_raw(500).view(np.uint32)[:999]
+    expected = np.where(words >= np.uint32(round(0.2 * 2**32)), np.float32(1 / 0.8), np.float32(0.0))
+    torch.manual_seed(11)
+    assert np.array_equal(keep_scale(torch.Size([27, 37]), 0.2).numpy().ravel(), expected)
+
+
 def test_mask_dropout_is_the_identity_outside_training():
     x = torch.randn(5, 6)
     assert mask_dropout(x, 0.3, training=False) is x and mask_dropout(x, 0.0) is x
@@ -70,7 +82,10 @@ def _with_torch_dropout(backbone: T5Backbone) -> T5Backbone:
     """A copy with PyTorch's dropout modules and transformers' SDPA attention."""
     other = copy.deepcopy(backbone)
     use_cpu_dropout(other.model, on=False)
-    assert not any(isinstance(m, MaskDropout) for m in other.model.modules())
+    ours = [m for m in backbone.model.modules() if isinstance(m, MaskDropout)]
+    theirs = [m for m in other.model.modules() if isinstance(m, nn.Dropout)]
+    assert all(type(m) is nn.Dropout for m in theirs) and [m.p for m in theirs] == [m.p for m in ours]
+    assert other.model.config._attn_implementation == "sdpa"
     return other
 
 
