@@ -122,3 +122,38 @@ def test_precomputed_embeddings_are_used(tmp_path, monkeypatch):
     out = encode_items(tiny(text_embeddings=given), cache_dir=tmp_path)
     assert out.source == "precomputed" and out.vectors.dtype == np.float32
     np.testing.assert_array_equal(out.vectors, given)
+
+
+def test_encoding_order_is_longest_first_then_text_whatever_the_input_order():
+    words = [f"w{i:02d}" for i in range(12)] + ["a", "longest one"]
+    expected = ["longest one", *sorted(words[:12]), "a"]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        assert text.encoding_order(rng.permutation(words + words[:3]).tolist()) == expected
+
+
+_ENCODE = """
+import sys, numpy as np
+from bench.datasets import Dataset
+from bench.embeddings import encode_items
+rng = np.random.default_rng(0)  # titles of one length and many token counts: batches pad differently
+titles = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz    "), 16)) for _ in range(24)] + ["Toy Story (1995)"]
+data = Dataset("t", [str(i) for i in range(len(titles))], ["u"], [[0]], [{"title": t} for t in titles])
+np.save(sys.argv[1], encode_items(data, cache_dir=sys.argv[2], batch_size=4, progress=False).vectors)
+"""
+
+
+def test_vectors_do_not_depend_on_the_process_hash_seed(tmp_path):
+    """Same-length titles batched in a per-process order gave vectors that differed in the
+    last bits, and TIGER codes that differed at a fixed seed."""
+    import os
+    import subprocess
+    import sys
+
+    out = []
+    for hash_seed in ("1", "2"):
+        path = tmp_path / f"v{hash_seed}.npy"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-c", _ENCODE, str(path), str(tmp_path / f"cache{hash_seed}")], env=env, check=True)
+        out.append(np.load(path))
+    assert np.array_equal(out[0], out[1])

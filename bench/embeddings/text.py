@@ -13,7 +13,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -159,11 +159,19 @@ def load_encoder(model: str, local_files_only: bool, device: str):
     return tokenizer, encoder.to(device).eval()
 
 
+def encoding_order(strings: Iterable[str]) -> list[str]:
+    """The distinct strings, longest first (batches pad little), ties in text order. A batch's
+    padding changes its vectors in the last float bits, so the order must not depend on the
+    process: ordered by length alone, ties kept a set's order, which Python's per-process hash
+    seed sets, and TIGER's codes at a fixed seed differed from one process to the next."""
+    return sorted(set(strings), key=lambda text: (-len(text), text))
+
+
 def _encode_fields(texts: list[list[str]], tokenizer, encoder, batch_size: int, device: str,
                    pooling: str, max_length: int, progress: bool) -> np.ndarray:
-    """Encode every distinct string once (longest first, so batches pad little), then average
-    each item's field vectors."""
-    unique = sorted({t for item in texts for t in item}, key=len, reverse=True)
+    """Encode every distinct string once (`encoding_order`), then average each item's field
+    vectors."""
+    unique = encoding_order(t for item in texts for t in item)
     limit = min(max_length, getattr(tokenizer, "model_max_length", max_length) or max_length)
     vectors: dict[str, np.ndarray] = {}
     batches = range(0, len(unique), batch_size)
