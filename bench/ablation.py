@@ -36,7 +36,10 @@ def letter_ablation(config: RunConfig) -> RunConfig:
 def collision_ablation(config: RunConfig) -> RunConfig:
     """One variant per (tokenizer, collision policy), labelled `tiger-keep` etc.; each keeps the
     tokenizer's tuned settings (looked up by tokenizer); significance against the first
-    tokenizer's default (`suffix`). Kept collisions are also scored at code level."""
+    tokenizer's default (`suffix`). Kept collisions are also scored at code level. Every row
+    is fitted here: the policies differ only after the quantiser is trained, and a fit repeats
+    bit for bit in one place, so all of a tokenizer's rows share one quantiser; a `suffix`
+    row taken from a tuning trial or another run would bring another."""
     from bench.tokenizers import TOKENIZERS
     from bench.tokenizers.collisions import COLLISION_POLICIES
 
@@ -51,7 +54,8 @@ def collision_ablation(config: RunConfig) -> RunConfig:
                 raise BenchError(f"bench ablate collisions: {name} cannot take every policy ({e})") from None
         rows += [(f"{name}-{policy}", spec, {**base, "collisions": policy}, f"{name}, collisions={policy}")
                  for policy in COLLISION_POLICIES]
-    config.variants = [{"label": label, "tokenizer": spec, "options": opts, "recipe": {}} for label, spec, opts, _ in rows]
+    config.variants = [{"label": label, "tokenizer": spec, "options": opts, "recipe": {}, "reusable": False}
+                       for label, spec, opts, _ in rows]
     config.ablation = {label: what for label, _, _, what in rows}
     config.reference = rows[0][0]
     return config

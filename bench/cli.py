@@ -47,6 +47,9 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                           "all-MiniLM-L6-v2; LETTER's release used LLaMA-7B, mean-pooled)."),
         click.option("--tuned", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Folder of a `bench tune` run: each tokenizer trains with the settings chosen there on validation."),
+        click.option("--reuse-units", "reuse_units", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="A results folder whose finished units stand for units here that would train exactly the "
+                          "same (an ablation row equal to a main run's row). Repeatable."),
     ]):
         fn = option(fn)
     return fn
@@ -90,11 +93,19 @@ def start_run(config: Any, jobs: int, executor: str, threads_per_job: int, slurm
 @user_errors
 def run_cmd(tokenizers: str, reference: str | None, dataset: str, preset: str, backbone: str, lora: bool | None,
             seeds: str, out: str, device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None,
-            **engine: Any) -> None:
+            reuse_units: tuple[Path, ...], **engine: Any) -> None:
     """Train and evaluate each tokenizer with the same backbone and recipe."""
     config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets, tuned, reference=reference,
-                         embedding_model=embedding_model)
+                         embedding_model=embedding_model, reuse_units=results_folders(reuse_units))
     start_run(config, **engine)
+
+
+def results_folders(folders: tuple[Path, ...]) -> list[str]:
+    """--reuse-units folders, each checked to be a results folder."""
+    for folder in folders:
+        if not (folder / "config.json").is_file():
+            raise BenchError(f"--reuse-units {folder}: not a results folder (no config.json)")
+    return [str(folder) for folder in folders]
 
 
 def make_config(tokenizers: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str, out: str,
@@ -130,7 +141,7 @@ def echo_result(path: object) -> None:
 @user_errors
 def ablate_cmd(study: str, tokenizers: str, dataset: str, preset: str, backbone: str, lora: bool | None, seeds: str,
                out: str, device: str, sets: tuple[str, ...], embedding_model: str | None, tuned: Path | None,
-               **engine: Any) -> None:
+               reuse_units: tuple[Path, ...], **engine: Any) -> None:
     """letter: LETTER without each of its losses, against the full model. collisions: each
     tokenizer under every collision policy (suffix, keep, sinkhorn, reassign). Same data, split,
     seeds and backbone."""
@@ -139,7 +150,7 @@ def ablate_cmd(study: str, tokenizers: str, dataset: str, preset: str, backbone:
 
     names = "letter" if study == "letter" else tokenizers
     config = make_config(names, dataset, preset, backbone, lora, seeds, out, device, sets, tuned,
-                         embedding_model=embedding_model)
+                         embedding_model=embedding_model, reuse_units=results_folders(reuse_units))
     config = letter_ablation(config) if study == "letter" else collision_ablation(config)
     if not out:
         config.out = str(default_out(config)) + f"-ablate-{study}"
@@ -158,15 +169,15 @@ def ablate_cmd(study: str, tokenizers: str, dataset: str, preset: str, backbone:
 @user_errors
 def tune_cmd(tokenizers: str, space: tuple[str, ...], trials: int, sampler: str, dataset: str, preset: str, backbone: str,
              lora: bool | None, seeds: str, out: str, device: str, sets: tuple[str, ...], embedding_model: str | None,
-             tuned: Path | None, jobs: int, executor: str, threads_per_job: int, slurm: tuple[str, ...],
-             trackers: tuple[str, ...]) -> None:
+             tuned: Path | None, reuse_units: tuple[Path, ...], jobs: int, executor: str, threads_per_job: int,
+             slurm: tuple[str, ...], trackers: tuple[str, ...]) -> None:
     """Choose recipe settings per tokenizer on validation only (the test split is never scored)."""
     from bench.config import TUNE_SPACES
     from bench.runner import default_out
     from bench.tuning import parse_space, tune
 
-    if tuned is not None:
-        raise BenchError("bench tune takes no --tuned")
+    if tuned is not None or reuse_units:
+        raise BenchError(f"bench tune takes no {'--tuned' if tuned is not None else '--reuse-units'}")
     config = make_config(tokenizers, dataset, preset, backbone, lora, seeds, out, device, sets,
                          embedding_model=embedding_model)
     folder = Path(out) if out else Path(str(default_out(config)) + "-tune")

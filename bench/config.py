@@ -196,6 +196,8 @@ class RunConfig:
     reference: str | None = None  # significance reference; None = letter when present
     # settings chosen by `bench tune` (the folder, and per tokenizer its recipe overrides)
     tuned: dict[str, Any] = field(default_factory=dict)
+    # run folders whose finished units stand for units here that would train exactly the same
+    reuse_units: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

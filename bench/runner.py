@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 
-from bench.backbones import Backbone, check_backbone_spec, make_backbone
+from bench.backbones import check_backbone_spec, make_backbone
+from bench.backbones.base import history_read
 from bench.config import KS, RunConfig, sasrec_options
 from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
 from bench.errors import BenchError
@@ -31,7 +32,7 @@ from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, 
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
 from bench.training import evaluate, make_accelerator, train
-from bench.trial_reuse import reuse_trial
+from bench.unit_reuse import copy_codes, reuse_trial, reuse_unit, source_codes, training_settings, write_training
 
 TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
 CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch
@@ -275,9 +276,17 @@ class Run:
         timings: dict[str, Elapsed] = {}
         set_seed(seed)
         codes_path = self.out / "codes" / f"{label}-seed{seed}.index.json"
-        reused = reuse_trial(self.config, self.data.fingerprint(), variant, seed, unit, codes_path, self.log) if self.main else {}
-        self.accelerator.wait_for_everyone()
+        settings = training_settings(self.config, variant, seed, self.data.fingerprint())
         same_codes = self._fitted_codes(variant, seed)
+        sources = self.config.reuse_units if variant.reusable else []
+        if self.main and self.score_test:
+            reuse_unit(sources, settings, label, unit, codes_path, same_codes, self.log)
+        self.accelerator.wait_for_everyone()
+        if (unit / "done").exists():  # another run's finished unit trained exactly this
+            return
+        reuse = self.main and variant.reusable
+        reused = reuse_trial(self.config, settings, variant, unit, codes_path, same_codes, self.log) if reuse else {}
+        self.accelerator.wait_for_everyone()
         have_codes = codes_path.exists() and codes_path.with_suffix(".state.json").exists()
         self.accelerator.wait_for_everyone()  # every process has chosen its branch before codes are written
         start = clock()
@@ -290,6 +299,11 @@ class Run:
         elif not self.main:  # the main process fits; this one loads what it saved
             self.accelerator.wait_for_everyone()
             tokenizer.load(codes_path, self.data.item_ids)
+        elif (source := source_codes(sources, settings)) is not None:
+            tokenizer.load(source, self.data.item_ids)
+            copy_codes(source, codes_path)
+            self.log(f"{label} seed {seed}: the codes of {source} (the same tokenizer settings)")
+            self.accelerator.wait_for_everyone()
         else:
             before = dict(self.embeddings.times)
             self.embeddings.materialize(tokenizer.inputs(), seed)
@@ -329,6 +343,7 @@ class Run:
         timings["evaluate"] = since(start)
         history = [{**row, "best_epoch": result.best_epoch, "stopped_by": result.stopped_by} for row in result.history]
         if self.main:
+            write_training(unit, settings)  # before `done`: what --reuse-units compares
             metrics = self.write_unit(unit, label, seed, rankings, history, timings,
                                       extra={"invalid": invalid, "stopped_by": result.stopped_by,
                                              "best_epoch": result.best_epoch, "epochs": len(result.history), **reused},
@@ -365,16 +380,6 @@ class Run:
 
     def merge(self) -> None:
         merge_units(self.out, self.data_seconds)
-
-
-def history_read(backbone: Backbone, histories: list[list[int]]) -> str:
-    """What the history budget leaves the model to read, so its cost in history is visible."""
-    read = [backbone.recent_history(h) for h in histories]
-    items = np.mean([len(r) for r in read]) if read else 0.0
-    tokens = np.mean([sum(len(backbone.tokenizer.history_tokens(i)) for i in r) for r in read]) if read else 0.0
-    available = np.mean([len(h) for h in histories]) if histories else 0.0
-    return (f"reads {items:.1f} of {available:.1f} history items on average ({tokens:.0f} tokens) "
-            f"under max_input_tokens {backbone.max_input_tokens}")
 
 
 def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], None] = print) -> tuple[Tokenizer, Dataset]:

@@ -19,14 +19,15 @@ class Variant:
     tokenizer: str
     options: dict[str, Any]
     recipe: dict[str, Any]
+    reusable: bool = True  # False: always fitted and trained here, never another run's model (bench/unit_reuse.py)
 
 
 def variants(config: RunConfig, specs: list[str]) -> list[Variant]:
     """One per tokenizer (or the configured ablation variants); settings chosen by `bench
     tune` (config.tuned) become each tokenizer's recipe overrides."""
     if config.variants:
-        out = [Variant(v["label"], v["tokenizer"], dict(v.get("options", {})), dict(v.get("recipe", {})))
-               for v in config.variants if v["tokenizer"] in specs]
+        out = [Variant(v["label"], v["tokenizer"], dict(v.get("options", {})), dict(v.get("recipe", {})),
+                       v.get("reusable", True)) for v in config.variants if v["tokenizer"] in specs]
     else:
         out = []
         for spec in specs:

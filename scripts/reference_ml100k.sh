@@ -22,7 +22,8 @@ common=(--dataset "ml-100k:$DATA" --preset cpu)
 ALL=id,text,tiger,letter,rqkmeans,opq,cid,random,actionpiece
 RUNS=$(dirname "$OUT")  # the ablations sit beside the reference run
 ABLATION=$RUNS/ablation-ml100k COLLISIONS=$RUNS/collisions-ml100k
-letter_ablation() { $BENCH ablate letter "${common[@]}" --seeds 0,1,2 --tuned "$TUNE" --out "$ABLATION" "$@"; }
+# LETTER's tau-1 row trains what the reference run's letter row trained: it is taken from there
+letter_ablation() { $BENCH ablate letter "${common[@]}" --seeds 0,1,2 --tuned "$TUNE" --reuse-units "$OUT" --out "$ABLATION" "$@"; }
 collision_table() { $BENCH ablate collisions --tokenizers tiger,rqkmeans "${common[@]}" --seeds 0 --tuned "$TUNE" --out "$COLLISIONS" "$@"; }
 if [ "${JOBS:-0}" -gt 0 ]; then
   unset OMP_NUM_THREADS MKL_NUM_THREADS  # each job gets cores // JOBS threads

@@ -9,7 +9,7 @@ for top in "$@"; do
   find "$top" -name done -path "*/units/*" | while read -r done; do
     unit=$(dirname "$done")
     run=$(dirname "$(dirname "$unit")")
-    for f in "$unit"/{done,metrics.csv,per_user.csv,history.csv,timings.csv}; do [ -f "$f" ] && git add -f "$f"; done
+    for f in "$unit"/{done,training.json,metrics.csv,per_user.csv,history.csv,timings.csv}; do [ -f "$f" ] && git add -f "$f"; done
     label_seed=$(basename "$unit")
     for f in "$run/codes/$label_seed".index.json "$run/codes/$label_seed".index.state.json "$run/config.json"; do
       [ -f "$f" ] && git add -f "$f"

@@ -2,6 +2,7 @@
 collisions, and the code statistics newer audits report (shared prefixes, group sizes)."""
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -118,6 +119,11 @@ def test_the_collision_ablation_runs_every_policy_and_scores_kept_collisions_at_
     assert result.exit_code == 0, result.output
     metrics = pd.read_csv(tmp_path / "r" / "metrics.csv")
     assert {"tiger-suffix", "tiger-keep", "tiger-sinkhorn", "tiger-reassign"} <= set(metrics["tokenizer"])
+    # one quantiser for every policy: fitted here (never another run's), the same fit each time
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert all(v["reusable"] is False for v in config["variants"])
+    codes = {p: json.loads((tmp_path / "r" / "codes" / f"tiger-{p}-seed0.index.json").read_text()) for p in ("suffix", "keep")}
+    assert all(codes["keep"][item] == code[:len(codes["keep"][item])] for item, code in codes["suffix"].items())
     keep = metrics.query("tokenizer == 'tiger-keep'")
     item = keep[~keep["metric"].str.startswith("code_")].set_index(["split", "metric", "k"])["value"]
     code = keep[keep["metric"].str.startswith("code_")].assign(metric=lambda f: f["metric"].str[5:])

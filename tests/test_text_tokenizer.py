@@ -114,7 +114,7 @@ def test_input_budget_keeps_the_most_recent_whole_items(tok, tiny_t5):
 
 
 def test_history_read_reports_items_and_tokens_under_the_budget(tok, tiny_t5):
-    from bench.runner import history_read
+    from bench.backbones.base import history_read
 
     backbone = T5Backbone(tok, tiny_t5)
     backbone.max_input_tokens = len(tok.history_tokens(3))  # one item of [.., 3]

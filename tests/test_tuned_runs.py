@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from bench.cli import main
 from bench.config import preset_config
 from bench.runner import Run
-from bench.trial_reuse import _same_training
+from bench.unit_reuse import same_training, training_settings
 from bench.tuning import load_tuned, settings_hash, tune
 from bench.variants import Variant
 
@@ -57,12 +57,14 @@ def test_an_ablation_row_that_changes_nothing_reuses_the_trial_under_its_own_lab
     config.tuned = load_tuned(tuned, config)
     chosen = config.tuned["chosen"]["id"]
     config.variants = [{"label": "id-same", "tokenizer": "id", "options": {}, "recipe": {"tau": 1.0}},  # the preset's
-                       {"label": "id-tau", "tokenizer": "id", "options": {}, "recipe": {"tau": 0.5}}]
+                       {"label": "id-tau", "tokenizer": "id", "options": {}, "recipe": {"tau": 0.5}},
+                       {"label": "id-here", "tokenizer": "id", "options": {}, "recipe": {}, "reusable": False}]
     config.reference = "id-same"
     logs = []
     out = Run(config, log=logs.append).run()
     assert _done(out, "id-same")["from_tuning_trial"].endswith(f"id-{settings_hash(chosen['settings'])}")
     assert "from_tuning_trial" not in _done(out, "id-tau")
+    assert "from_tuning_trial" not in _done(out, "id-here")  # a collision table's row: always fitted here
     assert not any("trained under other settings" in line for line in logs)  # expected for an ablation row
     valid = pd.read_csv(out / "metrics.csv").query("split == 'valid' and metric == 'ndcg' and k == 10")
     assert valid.query("tokenizer == 'id-same'")["value"].iloc[0] == pytest.approx(chosen["valid_ndcg@10"], abs=1e-12)
@@ -72,11 +74,9 @@ def test_tokenizer_options_spelled_out_at_their_default_count_as_the_same_traini
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
     saved = json.loads((next((tuned / "trials").glob("id-*")) / "config.json").read_text())
     saved["tokenizers"], saved["tokenizer_options"] = ["tiger"], {"tiger": {"epochs": 5}}
-    trial = tmp_path / "config.json"  # a tiger trial's config (its options leave collisions out)
-    trial.write_text(json.dumps(saved))
-    fingerprint = saved["data"]["fingerprint"]
+    fingerprint = saved["data"]["fingerprint"]  # saved: a tiger trial's config (its options leave collisions out)
     recipe = {"lr": saved["recipe"]["lr"]}
     same = Variant("tiger-suffix", "tiger", {"epochs": 5, "collisions": "suffix"}, recipe)
-    assert _same_training(trial, config, same, fingerprint)
+    assert same_training(saved, training_settings(config, same, 0, fingerprint))
     other = Variant("tiger-keep", "tiger", {"epochs": 5, "collisions": "keep"}, recipe)
-    assert not _same_training(trial, config, other, fingerprint)
+    assert not same_training(saved, training_settings(config, other, 0, fingerprint))

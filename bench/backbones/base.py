@@ -104,6 +104,16 @@ class Backbone(nn.Module, ABC):
         the brute-force reference that beam search approximates."""
 
 
+def history_read(backbone: Backbone, histories: list[list[int]]) -> str:
+    """What the history budget leaves the model to read, so its cost in history is visible."""
+    read = [backbone.recent_history(h) for h in histories]
+    items = np.mean([len(r) for r in read]) if read else 0.0
+    tokens = np.mean([sum(len(backbone.tokenizer.history_tokens(i)) for i in r) for r in read]) if read else 0.0
+    available = np.mean([len(h) for h in histories]) if histories else 0.0
+    return (f"reads {items:.1f} of {available:.1f} history items on average ({tokens:.0f} tokens) "
+            f"under max_input_tokens {backbone.max_input_tokens}")
+
+
 def per_history(rngs: Rngs, n: int) -> Sequence[np.random.Generator | None]:
     """`rngs`, or n Nones."""
     return [None] * n if rngs is None else rngs

@@ -90,8 +90,9 @@ def encode_items(
     else:
         folder, label, local = None, model, False
 
+    # "order": vectors cached before `encoding_order` came from a per-process order; not reused
     key = json.dumps({"data": data.fingerprint(), "model": label, "fields": fields, "pooling": pooling,
-                      "max_length": max_length}, sort_keys=True)
+                      "max_length": max_length, "order": "length-text"}, sort_keys=True)
     cache_file = Path(cache_dir or DEFAULT_CACHE_DIR) / f"text-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npy"
     if cache_file.is_file():
         cached = np.load(cache_file)

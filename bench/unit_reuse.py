@@ -1,0 +1,156 @@
+"""Units that need not be trained again, because a finished model already trained exactly
+what they would: the chosen tuning trial (for the tuning seed of a `--tuned` run), and a
+finished unit of another run folder (`--reuse-units`; an ablation's row that equals a main
+run's row, such as LETTER's tau-1 row or a collision table's `suffix` row). "Exactly" means
+the same data, split, backbone, sizes, effective recipe, tokenizer, tokenizer options and
+seed, compared as a resumed run's settings are (`same_settings`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from bench.config import RunConfig, same_settings
+from bench.io import atomic_write_csv, atomic_write_text
+from bench.run_files import unit_dir
+from bench.tuning import trial_folder
+
+TRAINING_FILE = "training.json"  # a finished unit's training settings, what --reuse-units compares
+_KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
+         "embedding_model", "tokenizer_options")
+_CODE_KEYS = tuple(key for key in _KEYS if key not in ("recipe", "t5"))  # what a tokenizer's fit can depend on
+_LABELLED = ("metrics.csv", "per_user.csv", "rankings.csv", "history.csv", "timings.csv")  # rows carry the label
+
+
+def training_settings(config: RunConfig, variant: Any, seed: int, data_fingerprint: str) -> dict[str, Any]:
+    """What a unit of `variant` and `seed` trains: the run's settings with the variant's recipe
+    overrides (tuned settings included) and its tokenizer options, the data and the seed."""
+    out = {key: value for key, value in config.to_dict().items() if key in _KEYS}
+    out["recipe"] = dataclasses.asdict(dataclasses.replace(config.recipe, **variant.recipe))
+    out["tokenizer_options"] = {variant.tokenizer.partition(":")[0]: variant.options}
+    out.update(tokenizers=[variant.tokenizer], seed=seed, data={"fingerprint": data_fingerprint})
+    return out
+
+
+def same_training(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """`old` (a trial's config.json or a unit's training.json) trained what `new` would."""
+    return (all(same_settings(key, old.get(key), new[key]) for key in _KEYS)
+            and old.get("data", {}).get("fingerprint") == new["data"]["fingerprint"]
+            and old.get("tokenizers") == new["tokenizers"] and old.get("seed", new["seed"]) == new["seed"])
+
+
+def _same_codes_settings(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """`old` fitted the codes `new` would: the same settings bar the backbone's recipe and size."""
+    return (all(same_settings(key, old.get(key), new[key]) for key in _CODE_KEYS)
+            and old.get("data", {}).get("fingerprint") == new["data"]["fingerprint"]
+            and old.get("tokenizers") == new["tokenizers"] and old.get("seed") == new["seed"])
+
+
+def write_training(unit: Path, settings: dict[str, Any]) -> None:
+    atomic_write_text(unit / TRAINING_FILE, json.dumps(settings, indent=1, default=str))
+
+
+def reuse_trial(config: RunConfig, settings: dict[str, Any], variant: Any, unit: Path, codes_path: Path,
+                codes_here: Path | None, log: Callable[[str], None]) -> dict[str, str]:
+    """With --tuned, the unit of the tuning seed is the chosen trial's model when that trial
+    trained exactly what this unit would (`settings`, from `training_settings`), under any
+    label, and with the codes this folder already gives these tokenizer settings (`codes_here`,
+    if any). The trial stopped on validation (no test item was visible to it). Its codes and
+    final checkpoint are copied into `unit`, so training resumes at its end and only the
+    evaluation (now with test) runs. Returns what the unit's `done` file records ({} when
+    nothing is reused)."""
+    from bench.runner import CHECKPOINT
+    from bench.tokenizers import make_tokenizer
+
+    seed = settings["seed"]
+    if not config.tuned or seed != config.tuned["search"]["seed"] or (unit / CHECKPOINT).exists():
+        return {}
+    study = make_tokenizer(variant.tokenizer, variant.options).label  # what bench tune named it
+    chosen = config.tuned["chosen"].get(study)
+    if chosen is None:
+        return {}
+    folder = trial_folder(Path(config.tuned["dir"]), variant.tokenizer, chosen["settings"])
+    source = unit_dir(folder, study, seed)
+    trial_codes = folder / "codes" / f"{study}-seed{seed}.index.json"
+    if not ((source / "done").exists() and (source / CHECKPOINT).exists() and _agrees(trial_codes, codes_here)):
+        return {}
+    if not same_training(_read(folder / "config.json"), settings):
+        if variant.label == study:  # a plain row whose trial differs: worth saying; an ablation row is expected to
+            log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
+        return {}
+    unit.mkdir(parents=True, exist_ok=True)
+    copy_codes(trial_codes, codes_path)
+    shutil.copyfile(source / CHECKPOINT, unit / CHECKPOINT)
+    log(f"{variant.label} seed {seed}: the model of tuning trial {folder} (chosen on validation)")
+    return {"from_tuning_trial": str(folder)}
+
+
+def reuse_unit(sources: list[str], settings: dict[str, Any], label: str, unit: Path, codes_path: Path,
+               codes_here: Path | None, log: Callable[[str], None]) -> bool:
+    """A finished unit of one of the run folders `sources` that trained exactly what this
+    unit would (its training.json equals `settings`), with the codes this folder already
+    gives these tokenizer settings (`codes_here`, if any), becomes this unit: its codes and
+    its files, rows relabelled, with `from_unit` in `done` (written last). Its test scores
+    are already in it, so nothing is trained or evaluated. False when none qualifies."""
+    seed = settings["seed"]
+    for source in map(Path, sources):
+        for other in sorted((source / "units").glob(f"*-seed{seed}")):
+            other_label = other.name[: -len(f"-seed{seed}")]
+            other_codes = source / "codes" / f"{other_label}-seed{seed}.index.json"
+            if not ((other / "done").exists() and _agrees(other_codes, codes_here)
+                    and same_training(_read(other / TRAINING_FILE), settings)):
+                continue
+            unit.mkdir(parents=True, exist_ok=True)
+            copy_codes(other_codes, codes_path)
+            for name in _LABELLED:
+                if (other / name).exists():  # rankings.csv is not kept in committed results
+                    frame = pd.read_csv(other / name, dtype=str, keep_default_na=False)  # values kept as written
+                    atomic_write_csv(unit / name, frame.assign(tokenizer=label))
+            write_training(unit, settings)
+            atomic_write_text(unit / "done", json.dumps({**_read(other / "done"), "from_unit": str(other)}))
+            log(f"{label} seed {seed}: the finished unit {other} (the same training)")
+            return True
+    return False
+
+
+def source_codes(sources: list[str], settings: dict[str, Any]) -> Path | None:
+    """Codes a finished unit of the run folders `sources` fitted with the tokenizer settings
+    of `settings` (whatever its backbone's recipe): taken instead of fitting again, so an
+    ablation's rows share the main run's codes (a fit repeats bit for bit only on one machine)."""
+    seed = settings["seed"]
+    for source in map(Path, sources):
+        for other in sorted((source / "units").glob(f"*-seed{seed}")):
+            codes = source / "codes" / f"{other.name}.index.json"
+            if ((other / "done").exists() and codes.with_suffix(".state.json").exists()
+                    and _same_codes_settings(_read(other / TRAINING_FILE), settings)):
+                return codes
+    return None
+
+
+def copy_codes(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for a, b in ((src, dst), (src.with_suffix(".state.json"), dst.with_suffix(".state.json"))):
+        shutil.copyfile(a, b)
+
+
+def _agrees(codes: Path, codes_here: Path | None) -> bool:
+    """`codes` exist and equal `codes_here`, the codes this folder already uses (None: any)."""
+    return codes.exists() and (codes_here is None or codes.read_bytes() == codes_here.read_bytes())
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A JSON settings file, or {} when it is missing or unreadable (then nothing matches)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+__all__ = ["TRAINING_FILE", "copy_codes", "reuse_trial", "reuse_unit", "same_training", "source_codes", "training_settings",
+           "write_training"]
