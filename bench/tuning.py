@@ -158,7 +158,9 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
             _requeue_unfinished(study)
             remaining = n_trials - _n_finished(study)
             if remaining > 0:
-                study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining)
+                # the summary after every trial, so a search stopped part-way shows what it has done
+                study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining,
+                               callbacks=[lambda *_: write_summary(out, storage)])
         write_summary(out, storage)
     return write_summary(out, storage)
 

@@ -289,6 +289,26 @@ def test_a_tuning_folder_holds_one_search_and_tuned_settings_need_the_same_base(
         load_tuned(tmp_path / "t", other)
 
 
+def test_a_search_stopped_part_way_has_the_summary_of_its_finished_trials(tmp_path, monkeypatch):
+    import bench.tuning as tuning
+
+    evaluate, calls = tuning._evaluate, []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the session ends during the second trial
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "_evaluate", stopped_at_the_second)
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
+    assert len(pd.read_csv(tmp_path / "t" / "tuning.csv")) == 1
+    chosen = json.loads((tmp_path / "t" / "tuned.json").read_text())["chosen"]["id"]
+    assert chosen["trials"] == 1 and chosen["complete"] is False
+
+
 def test_a_search_saved_before_a_field_or_tokenizer_existed_is_still_the_same_search(tmp_path):
     """A recipe field added later (at its default) or a new tokenizer does not make another
     search, so a long tuning run resumes across versions; a removed field does."""
