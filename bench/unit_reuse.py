@@ -1,7 +1,7 @@
 """Units that need not be trained again, because a finished model already trained exactly
 what they would: the chosen tuning trial (for the tuning seed of a `--tuned` run), and a
 finished unit of another run folder (`--reuse-units`; an ablation's row that equals a main
-run's row, such as LETTER's tau-1 row or a collision table's `suffix` row). "Exactly" means
+run's row, such as LETTER's tau-1 row). "Exactly" means
 the same data, split, backbone, sizes, effective recipe, tokenizer, tokenizer options and
 seed, compared as a resumed run's settings are (`same_settings`)."""
 
@@ -11,12 +11,13 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
 from bench.config import RunConfig, same_settings
 from bench.io import atomic_write_csv, atomic_write_text
+from bench.results import RESULT_FILES
 from bench.run_files import unit_dir
 from bench.tuning import trial_folder
 
@@ -24,7 +25,6 @@ TRAINING_FILE = "training.json"  # a finished unit's training settings, what --r
 _KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
          "embedding_model", "tokenizer_options")
 _CODE_KEYS = tuple(key for key in _KEYS if key not in ("recipe", "t5"))  # what a tokenizer's fit can depend on
-_LABELLED = ("metrics.csv", "per_user.csv", "rankings.csv", "history.csv", "timings.csv")  # rows carry the label
 
 
 def training_settings(config: RunConfig, variant: Any, seed: int, data_fingerprint: str) -> dict[str, Any]:
@@ -37,18 +37,12 @@ def training_settings(config: RunConfig, variant: Any, seed: int, data_fingerpri
     return out
 
 
-def same_training(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """`old` (a trial's config.json or a unit's training.json) trained what `new` would."""
-    return (all(same_settings(key, old.get(key), new[key]) for key in _KEYS)
+def same_training(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...] = _KEYS) -> bool:
+    """`old` (a trial's config.json, whose seed the caller checks, or a unit's training.json)
+    trained what `new` would; with keys=_CODE_KEYS, fitted the codes `new` would."""
+    return (all(same_settings(key, old.get(key), new[key]) for key in keys)
             and old.get("data", {}).get("fingerprint") == new["data"]["fingerprint"]
             and old.get("tokenizers") == new["tokenizers"] and old.get("seed", new["seed"]) == new["seed"])
-
-
-def _same_codes_settings(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """`old` fitted the codes `new` would: the same settings bar the backbone's recipe and size."""
-    return (all(same_settings(key, old.get(key), new[key]) for key in _CODE_KEYS)
-            and old.get("data", {}).get("fingerprint") == new["data"]["fingerprint"]
-            and old.get("tokenizers") == new["tokenizers"] and old.get("seed") == new["seed"])
 
 
 def write_training(unit: Path, settings: dict[str, Any]) -> None:
@@ -97,24 +91,19 @@ def reuse_unit(sources: list[str], settings: dict[str, Any], label: str, unit: P
     gives these tokenizer settings (`codes_here`, if any), becomes this unit: its codes and
     its files, rows relabelled, with `from_unit` in `done` (written last). Its test scores
     are already in it, so nothing is trained or evaluated. False when none qualifies."""
-    seed = settings["seed"]
-    for source in map(Path, sources):
-        for other in sorted((source / "units").glob(f"*-seed{seed}")):
-            other_label = other.name[: -len(f"-seed{seed}")]
-            other_codes = source / "codes" / f"{other_label}-seed{seed}.index.json"
-            if not ((other / "done").exists() and _agrees(other_codes, codes_here)
-                    and same_training(_read(other / TRAINING_FILE), settings)):
-                continue
-            unit.mkdir(parents=True, exist_ok=True)
-            copy_codes(other_codes, codes_path)
-            for name in _LABELLED:
-                if (other / name).exists():  # rankings.csv is not kept in committed results
-                    frame = pd.read_csv(other / name, dtype=str, keep_default_na=False)  # values kept as written
-                    atomic_write_csv(unit / name, frame.assign(tokenizer=label))
-            write_training(unit, settings)
-            atomic_write_text(unit / "done", json.dumps({**_read(other / "done"), "from_unit": str(other)}))
-            log(f"{label} seed {seed}: the finished unit {other} (the same training)")
-            return True
+    for other, other_codes, trained in _finished_units(sources, settings["seed"]):
+        if not (_agrees(other_codes, codes_here) and same_training(trained, settings)):
+            continue
+        unit.mkdir(parents=True, exist_ok=True)
+        copy_codes(other_codes, codes_path)
+        for name in RESULT_FILES:  # each row carries the label
+            if (other / name).exists():  # rankings.csv is not kept in committed results
+                frame = pd.read_csv(other / name, dtype=str, keep_default_na=False)  # values kept as written
+                atomic_write_csv(unit / name, frame.assign(tokenizer=label))
+        write_training(unit, settings)
+        atomic_write_text(unit / "done", json.dumps({**_read(other / "done"), "from_unit": str(other)}))
+        log(f"{label} seed {settings['seed']}: the finished unit {other} (the same training)")
+        return True
     return False
 
 
@@ -122,14 +111,19 @@ def source_codes(sources: list[str], settings: dict[str, Any]) -> Path | None:
     """Codes a finished unit of the run folders `sources` fitted with the tokenizer settings
     of `settings` (whatever its backbone's recipe): taken instead of fitting again, so an
     ablation's rows share the main run's codes (a fit repeats bit for bit only on one machine)."""
-    seed = settings["seed"]
-    for source in map(Path, sources):
-        for other in sorted((source / "units").glob(f"*-seed{seed}")):
-            codes = source / "codes" / f"{other.name}.index.json"
-            if ((other / "done").exists() and codes.with_suffix(".state.json").exists()
-                    and _same_codes_settings(_read(other / TRAINING_FILE), settings)):
-                return codes
+    for _, codes, trained in _finished_units(sources, settings["seed"]):
+        if codes.with_suffix(".state.json").exists() and same_training(trained, settings, _CODE_KEYS):
+            return codes
     return None
+
+
+def _finished_units(sources: list[str], seed: int) -> Iterator[tuple[Path, Path, dict[str, Any]]]:
+    """Each finished unit of `seed` in the run folders `sources`: its folder, its codes and what
+    it trained (its training.json; {} for a unit written before that file existed)."""
+    for source in map(Path, sources):
+        for unit in sorted((source / "units").glob(f"*-seed{seed}")):
+            if (unit / "done").exists():
+                yield unit, source / "codes" / f"{unit.name}.index.json", _read(unit / TRAINING_FILE)
 
 
 def copy_codes(src: Path, dst: Path) -> None:

@@ -50,8 +50,9 @@ def test_run_with_tuned_settings_evaluates_the_chosen_trials_model_for_the_tunin
 
 
 def test_an_ablation_row_that_changes_nothing_reuses_the_trial_under_its_own_label(tuned, tmp_path):
-    """LETTER's tau-1 row and a collision table's default policy train what the tuning trial
-    trained: their tuning-seed unit is that model; a row that changes the recipe trains."""
+    """LETTER's tau-1 row trains what the tuning trial trained: its tuning-seed unit is that
+    model; a row that changes the recipe trains, and so does a row marked not reusable (a
+    collision table's, whose policies must share one quantiser fitted in their folder)."""
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu",
                            out=str(tmp_path / "ablation"), seeds=[0])
     config.tuned = load_tuned(tuned, config)
