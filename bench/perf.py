@@ -281,8 +281,9 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
     from bench.backbones import T5Backbone
     from bench.config import preset_config
     from bench.datasets import leave_one_out, load_dataset
+    from bench.embeddings.lazy import Embeddings
     from bench.runner import resolve_device
-    from bench.tokenizers import FitContext, make_tokenizer
+    from bench.tokenizers import make_tokenizer
 
     device = resolve_device(o.device)
     config = preset_config(o.size)
@@ -298,8 +299,11 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
     split = leave_one_out(data)
     torch.manual_seed(o.seed)
     codes = o.tokenizer or official_codes(data, o.dataset)
-    tok = make_tokenizer(codes)
-    tok.fit(FitContext(data, split, o.seed, device=str(device), log=lambda m: None))
+    # as a run fits it: the preset's options, text or CF embeddings when the tokenizer asks
+    tok = make_tokenizer(codes, config.tokenizer_options.get(codes.partition(":")[0], {}))
+    embeddings = Embeddings(data, split, config, device, log=lambda m: None)
+    embeddings.materialize(tok.inputs(), o.seed)
+    tok.fit(embeddings.context(o.seed))
     backbone = T5Backbone(tok, config.t5).to(device)
     trie = backbone.trie()
     pick = np.sort(np.random.default_rng(o.seed).choice(len(split.test), min(o.users, len(split.test)), replace=False))

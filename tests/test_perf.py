@@ -55,3 +55,12 @@ def test_perf_decodes_the_data_sets_own_codes_by_default():
 def test_perf_without_codes_asks_for_a_tokenizer():
     result = CliRunner().invoke(main, ["perf", "--quick", "--dataset", "synthetic", "--parts", "eval"])
     assert result.exit_code == 2 and "synthetic ships no index.json" in result.output and "--tokenizer" in result.output
+
+
+def test_perf_fits_a_tokenizer_that_needs_text_embeddings():
+    """TIGER fits on text embeddings: perf provides them as a run does (it once raised 'no text
+    embeddings were provided')."""
+    result = CliRunner().invoke(main, ["perf", "--quick", "--dataset", "synthetic", "--tokenizer", "tiger", "--size", "quick",
+                                       "--parts", "train", "--batch-size", "8", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "samples/s [1 thr]" in result.output
