@@ -374,8 +374,9 @@ class Run:
         Returns its metrics as `split/metric@k` values."""
         metric_rows = write_unit_files(unit, self.data, dict(self._splits()), label, seed, rankings, history, timings,
                                        extra, code_ranks)
-        test = {m: v for (_, _, _, sp, m, k, v) in metric_rows if sp == "test" and k == 10}
-        self.log(f"{label} seed {seed}: test Recall@10 {test.get('recall', float('nan')):.4f}, NDCG@10 {test.get('ndcg', float('nan')):.4f}")
+        shown = "test" if self.score_test else "valid"  # a tuning trial never scores test
+        at10 = {m: v for (_, _, _, sp, m, k, v) in metric_rows if sp == shown and k == 10}
+        self.log(f"{label} seed {seed}: {shown} Recall@10 {at10['recall']:.4f}, NDCG@10 {at10['ndcg']:.4f}")
         return {f"{sp}/{m}@{k}": float(v) for (_, _, _, sp, m, k, v) in metric_rows}
 
     def merge(self) -> None:
