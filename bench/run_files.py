@@ -41,12 +41,18 @@ def versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str | None:
+def git_commit(folder: Path = Path(__file__).parent) -> str | None:
+    """HEAD's commit, plus "+modified" when tracked files under `folder` (the package) differ
+    from it: the code that ran is then not that commit's, and the record says so."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=folder).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        head = git("rev-parse", "HEAD")
+        modified = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     except (OSError, subprocess.CalledProcessError):
         return None
+    return head + ("+modified" if modified else "")
 
 
 def merge_saved_config(path: Path, resolved: dict[str, Any], out: Path) -> dict[str, Any]:

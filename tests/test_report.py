@@ -234,3 +234,30 @@ def test_the_papers_claims_are_read_off_the_ablation():
     assert "| contradicted |" in lines["tau 0.7 beats plain cross-entropy (tau 1)"]
     assert "seed-aware" in lines["the collaborative loss helps"]
     assert claims_section(sig[sig["tokenizer"] != "letter-tau1"], stats, md_table) == []  # not a LETTER ablation
+
+
+def test_the_recorded_commit_says_when_the_code_differs_from_it(tmp_path, monkeypatch):
+    """A run records HEAD's commit; if the package's tracked files were edited since, the
+    commit alone would name code that did not run."""
+    import subprocess
+
+    from bench.run_files import git_commit
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git looks for no repository above it
+    repo, plain = tmp_path / "repo", tmp_path / "plain"
+    repo.mkdir(), plain.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (repo / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "HEAD")
+    (repo / "untracked.txt").write_text("not code\n")  # untracked files do not count
+    assert git_commit(repo) == head
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_commit(repo) == head + "+modified"
+    assert git_commit(plain) is None  # not a repository: no commit, no error
