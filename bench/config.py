@@ -199,6 +199,10 @@ class RunConfig:
     # run folders whose finished units stand for units here that would train exactly the same
     reuse_units: list[str] = field(default_factory=list)
 
+    def options_for(self, spec: str) -> dict[str, Any]:
+        """The options of the tokenizer `spec` names (`precomputed:PATH` -> precomputed's)."""
+        return self.tokenizer_options.get(spec.partition(":")[0], {})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -299,11 +299,7 @@ def run_perf(o: PerfOptions, log: Callable[[str], None] = print) -> PerfReport:
     split = leave_one_out(data)
     torch.manual_seed(o.seed)
     codes = o.tokenizer or official_codes(data, o.dataset)
-    # as a run fits it: the preset's options, text or CF embeddings when the tokenizer asks
-    tok = make_tokenizer(codes, config.tokenizer_options.get(codes.partition(":")[0], {}))
-    embeddings = Embeddings(data, split, config, device, log=lambda m: None)
-    embeddings.materialize(tok.inputs(), o.seed)
-    tok.fit(embeddings.context(o.seed))
+    tok = Embeddings(data, split, config, device, log=lambda m: None).fit(make_tokenizer(codes, config.options_for(codes)), o.seed)
     backbone = T5Backbone(tok, config.t5).to(device)
     trie = backbone.trie()
     pick = np.sort(np.random.default_rng(o.seed).choice(len(split.test), min(o.users, len(split.test)), replace=False))

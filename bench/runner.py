@@ -306,9 +306,7 @@ class Run:
             self.accelerator.wait_for_everyone()
         else:
             before = dict(self.embeddings.times)
-            self.embeddings.materialize(tokenizer.inputs(), seed)
-            set_seed(seed)  # the fit's random stream does not depend on whether its inputs were cached
-            tokenizer.fit(self.embeddings.context(seed))
+            self.embeddings.fit(tokenizer, seed)
             tokenizer.save(codes_path, self.data.item_ids)
             for key, value in self.embeddings.times.items():
                 if key not in before:
@@ -388,12 +386,7 @@ def fit_tokenizer(config: RunConfig, spec: str, seed: int, log: Callable[[str], 
     device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.synthetic)
     split = split_data(data, config)
-    embeddings = Embeddings(data, split, config, device, log)
-    tokenizer = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {}))
-    embeddings.materialize(tokenizer.inputs(), seed)
-    set_seed(seed)
-    tokenizer.fit(embeddings.context(seed))
-    return tokenizer, data
+    return Embeddings(data, split, config, device, log).fit(make_tokenizer(spec, config.options_for(spec)), seed), data
 
 
 def run(config: RunConfig, log: Callable[[str], None] = print, dispatch: Dispatch | None = None,

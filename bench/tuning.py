@@ -151,7 +151,7 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
                              "TPE chooses each trial from the last")
         train_grid_as_jobs(config, space, out, dispatch, trackers, log)
     for spec in config.tokenizers:
-        label = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label
+        label = make_tokenizer(spec, config.options_for(spec)).label
         with FileLock(str(out / "locks" / f"{label}.lock"), timeout=1):
             study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
                                         sampler=make_sampler(sampler, space, config.seeds[0]))
@@ -179,7 +179,7 @@ def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path
     names = list(space)
     runs, jobs = [], []
     for spec in config.tokenizers:
-        label = make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label
+        label = make_tokenizer(spec, config.options_for(spec)).label
         for values in itertools.product(*(space[n] for n in names)):
             params = dict(zip(names, values))
             folder = trial_folder(out, spec, params)
@@ -333,7 +333,7 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
             raise BenchError(f"{path}: tuned with other {key} settings than this run's (a --set differs?)")
     from bench.tokenizers import make_tokenizer
 
-    labels = {make_tokenizer(spec, config.tokenizer_options.get(spec.partition(":")[0], {})).label for spec in config.tokenizers}
+    labels = {make_tokenizer(spec, config.options_for(spec)).label for spec in config.tokenizers}
     chosen = {name: c for name, c in chosen.items() if name in labels}  # this run's tokenizers only
     incomplete = [name for name, c in chosen.items() if not c.get("complete")]
     if incomplete:

@@ -31,7 +31,7 @@ def variants(config: RunConfig, specs: list[str]) -> list[Variant]:
     else:
         out = []
         for spec in specs:
-            options = config.tokenizer_options.get(spec.partition(":")[0], {})
+            options = config.options_for(spec)
             out.append(Variant(make_tokenizer(spec, options).label, spec, options, {}))
     if not config.tuned:
         return out

@@ -7,12 +7,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 
 from bench.config import RunConfig, sasrec_options
 from bench.datasets import Dataset, Split
 from bench.errors import BenchError
 from bench.stage_clock import Elapsed, clock, since
-from bench.tokenizers import FitContext
+from bench.tokenizers import FitContext, Tokenizer
 
 
 class Embeddings:
@@ -49,6 +50,14 @@ class Embeddings:
         """What a tokenizer fits on, with these embeddings behind its lazy accessors."""
         return FitContext(self.data, self.split, seed, str(self.device), text_embeddings=self.text,
                           cf_embeddings=lambda: self.cf(seed), log=self.log)
+
+    def fit(self, tokenizer: Tokenizer, seed: int) -> Tokenizer:
+        """`tokenizer` fitted on these embeddings at `seed`, as every unit, `bench codes fit` and
+        `bench perf` fit it; its random stream does not depend on whether its inputs were cached."""
+        self.materialize(tokenizer.inputs(), seed)
+        set_seed(seed)
+        tokenizer.fit(self.context(seed))
+        return tokenizer
 
     def cf(self, seed: int) -> np.ndarray:
         if seed not in self._cf:
