@@ -42,14 +42,14 @@ def versions() -> dict[str, str]:
 
 
 def git_commit(folder: Path = Path(__file__).parent) -> str | None:
-    """HEAD's commit, plus "+modified" when tracked files under `folder` (the package) differ
-    from it: the code that ran is then not that commit's, and the record says so."""
+    """HEAD's commit, plus "+modified" when files under `folder` (the package) differ from it,
+    edited or new and not ignored: the code that ran is then not that commit's."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=folder).stdout.strip()
 
     try:
         head = git("rev-parse", "HEAD")
-        modified = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+        modified = git("status", "--porcelain", "--", ".")
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+modified" if modified else "")

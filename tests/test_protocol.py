@@ -94,7 +94,7 @@ def test_bench_tune_cli_refuses_test_keys_and_writes_its_files(tmp_path):
     assert (tmp_path / "t" / "tuning.csv").is_file() and (tmp_path / "t" / "tuned.json").is_file()
     assert "best valid NDCG@10" in result.output and "2 of 2" in result.output  # the summary table
     # each trial's line shows what it scored (validation), not an unscored test split as nan
-    assert "id seed 0: valid Recall@10" in result.output and "nan" not in result.output
+    assert "id seed 0: valid Recall@10" in result.output and "Recall@10 nan" not in result.output
 
 
 # -- equal budgets --------------------------------------------------------------------------------

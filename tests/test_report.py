@@ -237,7 +237,7 @@ def test_the_papers_claims_are_read_off_the_ablation():
 
 
 def test_the_recorded_commit_says_when_the_code_differs_from_it(tmp_path, monkeypatch):
-    """A run records HEAD's commit; if the package's tracked files were edited since, the
+    """A run records HEAD's commit; if the package's files were edited or added since, the
     commit alone would name code that did not run."""
     import subprocess
 
@@ -253,11 +253,16 @@ def test_the_recorded_commit_says_when_the_code_differs_from_it(tmp_path, monkey
 
     git("init", "-q")
     (repo / "code.py").write_text("x = 1\n")
-    git("add", "code.py")
+    (repo / ".gitignore").write_text("__pycache__/\n")
+    git("add", "code.py", ".gitignore")
     git("commit", "-q", "-m", "one")
     head = git("rev-parse", "HEAD")
-    (repo / "untracked.txt").write_text("not code\n")  # untracked files do not count
+    (repo / "__pycache__").mkdir()
+    (repo / "__pycache__" / "code.pyc").write_text("ignored\n")  # ignored files do not count
     assert git_commit(repo) == head
     (repo / "code.py").write_text("x = 2\n")
+    assert git_commit(repo) == head + "+modified"
+    git("checkout", "-q", "code.py")
+    (repo / "new_module.py").write_text("y = 1\n")  # a new, not ignored file is code that ran too
     assert git_commit(repo) == head + "+modified"
     assert git_commit(plain) is None  # not a repository: no commit, no error
