@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import math
@@ -52,8 +53,19 @@ def make_accelerator(device: torch.device) -> Accelerator:
         AcceleratorState._reset_state(reset_partial_state=True)
     # a long stage on the main process (tokenizer fit, SASRec) keeps the others waiting
     wait = InitProcessGroupKwargs(timeout=timedelta(hours=12))
-    return Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if device.type == "cuda" else "no",
-                       device_placement=False, kwargs_handlers=[wait])
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if device.type == "cuda" else "no",
+                              device_placement=False, kwargs_handlers=[wait])
+    if accelerator.num_processes > 1:
+        atexit.register(release_process_group)  # registering twice is harmless: the second call finds none
+    return accelerator
+
+
+def release_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole. Left to interpreter
+    teardown, gloo's worker threads can abort a finished process ("terminate called without
+    an active exception", pytorch/pytorch#190489), so a launch that did all its work exits -6."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def shard(items: list, accelerator: Accelerator | None) -> list:

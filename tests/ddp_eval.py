@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import sys
 from pathlib import Path
 
@@ -42,7 +43,13 @@ def sharded_test_ranking(checkpoint: Path, out: Path) -> None:
         np.savez(out, items=ranked.items, scores=ranked.scores, processes=accelerator.num_processes)
 
 
+def report_released_process_group() -> None:
+    """Registered before bench makes its accelerator, so it runs after bench's exit handler."""
+    print(f"process group released: {not torch.distributed.is_initialized()}", file=sys.stderr)
+
+
 if __name__ == "__main__":
+    atexit.register(report_released_process_group)
     checkpoint, ranking, *run_args = sys.argv[1:]
     main(["run", *run_args], standalone_mode=False)
     sharded_test_ranking(Path(checkpoint), Path(ranking))

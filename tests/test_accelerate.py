@@ -54,6 +54,7 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path: Path):
     assert set(metrics["tokenizer"]) == {"id", "popularity", "sasrec"}
     assert metrics["value"].between(0, 1).all()
     assert proc.stderr.count("id seed 0: test Recall@10") == 1
+    assert proc.stderr.count("process group released: True") == 2  # not left to interpreter teardown
     assert not list(out.rglob("*.tmp")) and not (out / "units" / "id-seed0" / "checkpoint.pt").exists()
 
     # the fixed checkpoint: two processes rank every user exactly as one does
