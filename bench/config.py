@@ -198,6 +198,9 @@ class RunConfig:
     tuned: dict[str, Any] = field(default_factory=dict)
     # run folders whose finished units stand for units here that would train exactly the same
     reuse_units: list[str] = field(default_factory=list)
+    # a folder whose codes/ every unit shares, one fit per tokenizer settings and seed
+    # (bench tune: the search folder, so all its trials train on one fit; bench/codes_store.py)
+    codes_store: str = ""
 
     def options_for(self, spec: str) -> dict[str, Any]:
         """The options of the tokenizer `spec` names (`precomputed:PATH` -> precomputed's)."""

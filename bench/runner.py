@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, 
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
 from bench.training import evaluate, make_accelerator, train
+from bench.codes_store import add_to_store, store_folders, store_lock, stored_codes
 from bench.unit_reuse import copy_codes, reuse_trial, reuse_unit, source_codes, training_settings, write_training
 
 TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
@@ -290,28 +292,33 @@ class Run:
         have_codes = codes_path.exists() and codes_path.with_suffix(".state.json").exists()
         self.accelerator.wait_for_everyone()  # every process has chosen its branch before codes are written
         start = clock()
-        if same_codes is not None:  # e.g. an ablation row that changes only the recipe
-            tokenizer.load(same_codes, self.data.item_ids)
-            if self.main:
+        # the main process fits or loads; under a store's lock, so parallel trials fit once
+        with store_lock(self.config, tokenizer.label, seed) if self.main else nullcontext():
+            if same_codes is not None:  # e.g. an ablation row that changes only the recipe
+                tokenizer.load(same_codes, self.data.item_ids)
+                if self.main:
+                    tokenizer.save(codes_path, self.data.item_ids)
+            elif have_codes:  # fitted by an interrupted run of this folder
+                tokenizer.load(codes_path, self.data.item_ids)
+            elif not self.main:  # the main process fits; this one loads what it saved
+                self.accelerator.wait_for_everyone()
+                tokenizer.load(codes_path, self.data.item_ids)
+            elif (source := stored_codes(store_folders(self.config, seed), tokenizer.label, settings)
+                  or source_codes(sources, settings)) is not None:
+                tokenizer.load(source, self.data.item_ids)
+                copy_codes(source, codes_path)
+                self.log(f"{label} seed {seed}: the codes of {source} (the same tokenizer settings)")
+                self.accelerator.wait_for_everyone()
+            else:
+                before = dict(self.embeddings.times)
+                self.embeddings.fit(tokenizer, seed)
                 tokenizer.save(codes_path, self.data.item_ids)
-        elif have_codes:  # fitted by an interrupted run of this folder
-            tokenizer.load(codes_path, self.data.item_ids)
-        elif not self.main:  # the main process fits; this one loads what it saved
-            self.accelerator.wait_for_everyone()
-            tokenizer.load(codes_path, self.data.item_ids)
-        elif (source := source_codes(sources, settings)) is not None:
-            tokenizer.load(source, self.data.item_ids)
-            copy_codes(source, codes_path)
-            self.log(f"{label} seed {seed}: the codes of {source} (the same tokenizer settings)")
-            self.accelerator.wait_for_everyone()
-        else:
-            before = dict(self.embeddings.times)
-            self.embeddings.fit(tokenizer, seed)
-            tokenizer.save(codes_path, self.data.item_ids)
-            for key, value in self.embeddings.times.items():
-                if key not in before:
-                    timings[key.split("_seed")[0]] = value
-            self.accelerator.wait_for_everyone()
+                if self.config.codes_store:
+                    add_to_store(Path(self.config.codes_store), codes_path, tokenizer.label, settings)
+                for key, value in self.embeddings.times.items():
+                    if key not in before:
+                        timings[key.split("_seed")[0]] = value
+                self.accelerator.wait_for_everyone()
         timings["tokenizer"] = since(start) - sum(timings.values(), Elapsed())
         self.log(f"{label} seed {seed}: {len(tokenizer.vocab)} tokens, codes up to {tokenizer.max_code_length} long, "
                  f"{tokenizer.n_collisions} collisions")

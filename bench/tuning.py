@@ -81,10 +81,11 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 def trial_config(config: RunConfig, spec: str, settings: dict[str, Any], folder: Path) -> RunConfig:
-    """The run a trial is: one tokenizer, the tuning seed, the trial's recipe settings."""
+    """The run a trial is: one tokenizer, the tuning seed, the trial's recipe settings, and the
+    codes of the search (`folder`'s search folder: every trial trains on one fit)."""
     recipe = dataclasses.replace(config.recipe, **{k.partition(".")[2]: v for k, v in settings.items()})
     return dataclasses.replace(config, tokenizers=[spec], explicit_tokenizers=[spec], recipe=recipe,
-                               out=str(folder), tuned={})
+                               out=str(folder), tuned={}, codes_store=str(folder.parent.parent))
 
 
 def run_trial(config: RunConfig, log: Callable[[str], None]) -> dict[str, Any]:

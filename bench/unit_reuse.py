@@ -24,7 +24,7 @@ from bench.tuning import trial_folder
 TRAINING_FILE = "training.json"  # a finished unit's training settings, what --reuse-units compares
 _KEYS = ("dataset", "preset", "backbone", "recipe", "t5", "causal", "synthetic", "data_options", "sasrec",
          "embedding_model", "tokenizer_options")
-_CODE_KEYS = tuple(key for key in _KEYS if key not in ("recipe", "t5"))  # what a tokenizer's fit can depend on
+CODE_KEYS = tuple(key for key in _KEYS if key not in ("recipe", "t5"))  # what a tokenizer's fit can depend on
 
 
 def training_settings(config: RunConfig, variant: Any, seed: int, data_fingerprint: str) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def training_settings(config: RunConfig, variant: Any, seed: int, data_fingerpri
 
 def same_training(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...] = _KEYS) -> bool:
     """`old` (a trial's config.json, whose seed the caller checks, or a unit's training.json)
-    trained what `new` would; with keys=_CODE_KEYS, fitted the codes `new` would."""
+    trained what `new` would; with keys=CODE_KEYS, fitted the codes `new` would."""
     return (all(same_settings(key, old.get(key), new[key]) for key in keys)
             and old.get("data", {}).get("fingerprint") == new["data"]["fingerprint"]
             and old.get("tokenizers") == new["tokenizers"] and old.get("seed", new["seed"]) == new["seed"])
@@ -73,7 +73,7 @@ def reuse_trial(config: RunConfig, settings: dict[str, Any], variant: Any, unit:
     trial_codes = folder / "codes" / f"{study}-seed{seed}.index.json"
     if not ((source / "done").exists() and (source / CHECKPOINT).exists() and _agrees(trial_codes, codes_here)):
         return {}
-    if not same_training(_read(folder / "config.json"), settings):
+    if not same_training(read_settings(folder / "config.json"), settings):
         if variant.label == study:  # a plain row whose trial differs: worth saying; an ablation row is expected to
             log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
         return {}
@@ -101,7 +101,7 @@ def reuse_unit(sources: list[str], settings: dict[str, Any], label: str, unit: P
                 frame = pd.read_csv(other / name, dtype=str, keep_default_na=False)  # values kept as written
                 atomic_write_csv(unit / name, frame.assign(tokenizer=label))
         write_training(unit, settings)
-        atomic_write_text(unit / "done", json.dumps({**_read(other / "done"), "from_unit": str(other)}))
+        atomic_write_text(unit / "done", json.dumps({**read_settings(other / "done"), "from_unit": str(other)}))
         log(f"{label} seed {settings['seed']}: the finished unit {other} (the same training)")
         return True
     return False
@@ -112,7 +112,7 @@ def source_codes(sources: list[str], settings: dict[str, Any]) -> Path | None:
     of `settings` (whatever its backbone's recipe): taken instead of fitting again, so an
     ablation's rows share the main run's codes (a fit repeats bit for bit only on one machine)."""
     for _, codes, trained in _finished_units(sources, settings["seed"]):
-        if codes.with_suffix(".state.json").exists() and same_training(trained, settings, _CODE_KEYS):
+        if codes.with_suffix(".state.json").exists() and same_training(trained, settings, CODE_KEYS):
             return codes
     return None
 
@@ -123,7 +123,7 @@ def _finished_units(sources: list[str], seed: int) -> Iterator[tuple[Path, Path,
     for source in map(Path, sources):
         for unit in sorted((source / "units").glob(f"*-seed{seed}")):
             if (unit / "done").exists():
-                yield unit, source / "codes" / f"{unit.name}.index.json", _read(unit / TRAINING_FILE)
+                yield unit, source / "codes" / f"{unit.name}.index.json", read_settings(unit / TRAINING_FILE)
 
 
 def copy_codes(src: Path, dst: Path) -> None:
@@ -137,7 +137,7 @@ def _agrees(codes: Path, codes_here: Path | None) -> bool:
     return codes.exists() and (codes_here is None or codes.read_bytes() == codes_here.read_bytes())
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_settings(path: Path) -> dict[str, Any]:
     """A JSON settings file, or {} when it is missing or unreadable (then nothing matches)."""
     try:
         value = json.loads(path.read_text())
@@ -146,5 +146,5 @@ def _read(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-__all__ = ["TRAINING_FILE", "copy_codes", "reuse_trial", "reuse_unit", "same_training", "source_codes", "training_settings",
-           "write_training"]
+__all__ = ["CODE_KEYS", "TRAINING_FILE", "copy_codes", "read_settings", "reuse_trial", "reuse_unit", "same_training",
+           "source_codes", "training_settings", "write_training"]

@@ -1,0 +1,90 @@
+"""A search's trials share one fit of the codes, and so does the `--tuned` run's tuning-seed
+unit (bench/codes_store.py). The fit is made unrepeatable here (every call draws new codes),
+as it is between machines: only the store keeps the trials on one tokenizer."""
+
+import dataclasses
+import itertools
+import json
+
+import pytest
+from filelock import FileLock, Timeout
+
+from bench.codes_store import entry, lock_path, store_lock, stored_codes
+from bench.config import preset_config
+from bench.runner import CHECKPOINT, Run
+from bench.tokenizers import random_codes
+from bench.tuning import load_tuned, tune
+
+from test_protocol import TINY
+
+
+@pytest.fixture
+def unrepeatable_fit(monkeypatch):
+    """The random tokenizer's fit draws other codes on every call, whatever its seed."""
+    calls = itertools.count(100)
+    fit = random_codes.RandomTokenizer.fit
+    monkeypatch.setattr(random_codes.RandomTokenizer, "fit",
+                        lambda self, ctx: fit(self, dataclasses.replace(ctx, seed=next(calls))))
+
+
+def _codes(path):
+    return path.read_bytes()
+
+
+@pytest.fixture
+def search(tmp_path, unrepeatable_fit):
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["random"], device="cpu")
+    out = tmp_path / "search"
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, out, log=lambda m: None)
+    return config, out
+
+
+def test_every_trial_of_a_search_trains_on_the_codes_of_one_fit(search):
+    _, out = search
+    stored = entry(out, "random", 0)
+    trials = sorted((out / "trials").glob("random-*/codes/random-seed0.index.json"))
+    assert len(trials) == 2 and stored.with_suffix(".training.json").exists()
+    assert all(_codes(t) == _codes(stored) for t in trials)
+    assert all(_codes(t.with_suffix(".state.json")) == _codes(stored.with_suffix(".state.json")) for t in trials)
+
+
+def test_the_tuned_runs_tuning_seed_takes_the_searchs_codes_and_other_seeds_fit_their_own(search, tmp_path):
+    """Even where the chosen trial's model cannot be taken (its checkpoint is gone, as when a
+    search's folders came from another machine), the tuning seed trains on the search's codes."""
+    config, out = search
+    for checkpoint in (out / "trials").glob(f"*/units/*/{CHECKPOINT}"):
+        checkpoint.unlink()
+    run = preset_config("quick", TINY, dataset="synthetic", tokenizers=["random"], device="cpu", seeds=[0, 1],
+                        out=str(tmp_path / "run"))
+    run.tuned = load_tuned(out, run)
+    logs: list[str] = []
+    folder = Run(run, log=logs.append).run()
+    assert _codes(folder / "codes" / "random-seed0.index.json") == _codes(entry(out, "random", 0))
+    assert any("random seed 0: the codes of" in line for line in logs)
+    assert not entry(out, "random", 1).exists()  # a --tuned run reads the search's store, never adds to it
+    fitted = json.loads((folder / "codes" / "random-seed1.index.json").read_text())
+    assert fitted != json.loads(_codes(entry(out, "random", 0)))
+
+
+def test_an_entry_is_taken_only_with_the_same_code_settings_and_once_complete(search):
+    config, out = search
+    settings = json.loads(entry(out, "random", 0).with_suffix(".training.json").read_text())
+    assert stored_codes([out], "random", settings) == entry(out, "random", 0)
+    other = {**settings, "tokenizer_options": {"random": {"levels": 7}}}
+    assert stored_codes([out], "random", other) is None
+    other_recipe = {**settings, "recipe": {**settings["recipe"], "lr": 0.5}}  # the recipe is not a code setting
+    assert stored_codes([out], "random", other_recipe) == entry(out, "random", 0)
+    entry(out, "random", 0).with_suffix(".training.json").unlink()  # written last: without it, an unfinished entry
+    assert stored_codes([out], "random", settings) is None
+
+
+def test_the_store_lock_keeps_other_processes_out_while_held(tmp_path):
+    config = preset_config("quick", TINY, dataset="synthetic", codes_store=str(tmp_path))
+    path = lock_path(tmp_path, "random", 0)
+    with store_lock(config, "random", 0):
+        with pytest.raises(Timeout):
+            FileLock(str(path), timeout=0).acquire()
+    FileLock(str(path), timeout=0).acquire()
+    plain = preset_config("quick", TINY, dataset="synthetic")
+    with store_lock(plain, "random", 0):
+        pass  # no store, no lock
