@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stage (git add -f) what a long run needs to resume on another machine: its settings, the
-# tuning journal and summaries, and every *finished* unit's small files and codes. Not staged:
+# tuning journal, summaries and shared codes, and every *finished* unit's small files and codes. Not staged:
 # checkpoints (model weights), rankings, units still training (they restart there).
 #   scripts/stage_progress.sh RUN_OR_TUNE_DIR [...]; then git commit
 set -euo pipefail
@@ -15,7 +15,12 @@ for top in "$@"; do
       [ -f "$f" ] && git add -f "$f"
     done
   done
-  for f in search.json optuna.journal tuning.csv tuned.json config.json metrics.csv per_user.csv history.csv \
+  # a search's shared codes (complete entries: the .training.json is written last)
+  find "$top" -maxdepth 2 -path "$top/codes/*.index.training.json" | while read -r entry; do
+    base=${entry%.training.json}
+    for f in "$base".json "$base".state.json "$entry"; do [ -f "$f" ] && git add -f "$f"; done
+  done
+  for f in search.json optuna.journal tuning.csv tuned.json superseded.csv config.json metrics.csv per_user.csv history.csv \
            timings.csv significance.csv code_stats.csv report.md; do
     [ -f "$top/$f" ] && git add -f "$top/$f"
   done
