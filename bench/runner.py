@@ -281,6 +281,7 @@ class Run:
         settings = training_settings(self.config, variant, seed, self.data.fingerprint())
         same_codes = self._fitted_codes(variant, seed)
         sources = self.config.reuse_units if variant.reusable else []
+        stores = store_folders(self.config, seed) if variant.reusable else []  # a search's one fit (codes_store.py)
         if self.main and self.score_test:
             reuse_unit(sources, settings, label, unit, codes_path, same_codes, self.log)
         self.accelerator.wait_for_everyone()
@@ -303,8 +304,7 @@ class Run:
             elif not self.main:  # the main process fits; this one loads what it saved
                 self.accelerator.wait_for_everyone()
                 tokenizer.load(codes_path, self.data.item_ids)
-            elif (source := stored_codes(store_folders(self.config, seed), tokenizer.label, settings)
-                  or source_codes(sources, settings)) is not None:
+            elif (source := stored_codes(stores, tokenizer.label, settings) or source_codes(sources, settings)) is not None:
                 tokenizer.load(source, self.data.item_ids)
                 copy_codes(source, codes_path)
                 self.log(f"{label} seed {seed}: the codes of {source} (the same tokenizer settings)")

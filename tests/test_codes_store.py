@@ -5,6 +5,7 @@ as it is between machines: only the store keeps the trials on one tokenizer."""
 import dataclasses
 import itertools
 import json
+import shutil
 
 import pytest
 from filelock import FileLock, Timeout
@@ -18,25 +19,39 @@ from bench.tuning import load_tuned, tune
 from test_protocol import TINY
 
 
-@pytest.fixture
-def unrepeatable_fit(monkeypatch):
+def _unrepeatable(monkeypatch, first: int):
     """The random tokenizer's fit draws other codes on every call, whatever its seed."""
-    calls = itertools.count(100)
+    calls = itertools.count(first)
     fit = random_codes.RandomTokenizer.fit
     monkeypatch.setattr(random_codes.RandomTokenizer, "fit",
                         lambda self, ctx: fit(self, dataclasses.replace(ctx, seed=next(calls))))
+
+
+@pytest.fixture
+def unrepeatable_fit(monkeypatch):
+    _unrepeatable(monkeypatch, 200)
 
 
 def _codes(path):
     return path.read_bytes()
 
 
-@pytest.fixture
-def search(tmp_path, unrepeatable_fit):
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["random"], device="cpu")
-    out = tmp_path / "search"
-    tune(config, {"recipe.lr": [1e-3, 3e-3]}, out, log=lambda m: None)
+    out = tmp_path_factory.mktemp("store") / "search"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _unrepeatable(monkeypatch, 100)
+        tune(config, {"recipe.lr": [1e-3, 3e-3]}, out, log=lambda m: None)
     return config, out
+
+
+def _tuned_run(search, tmp_path, seeds, **fields):
+    _, out = search
+    run = preset_config("quick", TINY, dataset="synthetic", tokenizers=["random"], device="cpu", seeds=seeds,
+                        out=str(tmp_path / "run"), **fields)
+    run.tuned = load_tuned(out, run)
+    return run
 
 
 def test_every_trial_of_a_search_trains_on_the_codes_of_one_fit(search):
@@ -48,15 +63,14 @@ def test_every_trial_of_a_search_trains_on_the_codes_of_one_fit(search):
     assert all(_codes(t.with_suffix(".state.json")) == _codes(stored.with_suffix(".state.json")) for t in trials)
 
 
-def test_the_tuned_runs_tuning_seed_takes_the_searchs_codes_and_other_seeds_fit_their_own(search, tmp_path):
+def test_the_tuned_runs_tuning_seed_takes_the_searchs_codes_and_other_seeds_fit_their_own(search, tmp_path,
+                                                                                       unrepeatable_fit):
     """Even where the chosen trial's model cannot be taken (its checkpoint is gone, as when a
     search's folders came from another machine), the tuning seed trains on the search's codes."""
-    config, out = search
+    _, out = search
     for checkpoint in (out / "trials").glob(f"*/units/*/{CHECKPOINT}"):
         checkpoint.unlink()
-    run = preset_config("quick", TINY, dataset="synthetic", tokenizers=["random"], device="cpu", seeds=[0, 1],
-                        out=str(tmp_path / "run"))
-    run.tuned = load_tuned(out, run)
+    run = _tuned_run(search, tmp_path, [0, 1])
     logs: list[str] = []
     folder = Run(run, log=logs.append).run()
     assert _codes(folder / "codes" / "random-seed0.index.json") == _codes(entry(out, "random", 0))
@@ -66,8 +80,19 @@ def test_the_tuned_runs_tuning_seed_takes_the_searchs_codes_and_other_seeds_fit_
     assert fitted != json.loads(_codes(entry(out, "random", 0)))
 
 
-def test_an_entry_is_taken_only_with_the_same_code_settings_and_once_complete(search):
+def test_a_row_that_must_fit_here_never_takes_the_searchs_codes(search, tmp_path, unrepeatable_fit):
+    """A collision table's rows share one quantiser fitted in their folder (reusable False)."""
     config, out = search
+    row = {"label": "random-here", "tokenizer": "random", "options": config.options_for("random"), "recipe": {}}
+    run = _tuned_run(search, tmp_path, [0], variants=[{**row, "reusable": False}])
+    folder = Run(run, log=lambda m: None).run()
+    assert _codes(folder / "codes" / "random-here-seed0.index.json") != _codes(entry(out, "random", 0))
+
+
+def test_an_entry_is_taken_only_with_the_same_code_settings_and_once_complete(search, tmp_path):
+    _, out = search
+    out = tmp_path / "copy"
+    shutil.copytree(search[1] / "codes", out / "codes")
     settings = json.loads(entry(out, "random", 0).with_suffix(".training.json").read_text())
     assert stored_codes([out], "random", settings) == entry(out, "random", 0)
     other = {**settings, "tokenizer_options": {"random": {"levels": 7}}}
