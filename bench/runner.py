@@ -27,6 +27,7 @@ from bench.variants import Variant, variants
 from bench.io import atomic_write_text
 from bench.locks import run_locked
 from bench.options import make_options
+from bench.prefit import fit_codes, prefit_shared_quantiser_rows
 from bench.results import merge_units
 from bench.stage_clock import Elapsed, clock, since
 from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, write_unit_files
@@ -85,6 +86,7 @@ class Run:
         self.main = self.accelerator.is_main_process
         self.log = log if self.main else (lambda msg: None)
         self.tokenizers: list[str] = []
+        self.prefit_timings: dict[tuple[str, int], dict[str, Elapsed]] = {}  # (label, seed): its fit's stage times
 
     # -- setup -----------------------------------------------------------------------------
     def prepare(self, write_config: bool = True) -> None:
@@ -182,6 +184,7 @@ class Run:
         self.prepare()
         failed: list[str] = []
         if self.dispatch.in_process:
+            self.prefit()
             for seed in self.config.seeds:
                 self.reference_units(seed)
                 for variant in self.variants:
@@ -197,6 +200,13 @@ class Run:
             raise BenchError(f"{len(failed)} unit(s) failed, the others are merged in {self.out} (rerun to resume): "
                              + "; ".join(failed))
         return self.out
+
+    def prefit(self) -> None:
+        """Rows that share a quantiser get their codes before any unit trains (bench/prefit.py)."""
+        for seed in self.config.seeds:
+            for label, timings in prefit_shared_quantiser_rows(self, seed).items():
+                self.prefit_timings[(label, seed)] = timings
+        self.accelerator.wait_for_everyone()
 
     def reference_units(self, seed: int) -> None:
         if self.main and self.score_test:  # reference rows; the others go on to the next barrier
@@ -218,6 +228,7 @@ class Run:
         inputs = set().union(*(make_tokenizer(v.tokenizer, v.options).inputs() for v in self.variants))
         for seed in self.config.seeds:
             self.embeddings.materialize(inputs, seed)
+        self.prefit()  # here, not in the jobs: one machine fits every row that shares a quantiser
         d = self.dispatch
         threads = d.threads_per_job if d.executor == "slurm" else d.threads()
         return [UnitJob(self.config, v.label, seed, tuple(self.trackers), threads, self.score_test)
@@ -279,7 +290,7 @@ class Run:
         set_seed(seed)
         codes_path = self.out / "codes" / f"{label}-seed{seed}.index.json"
         settings = training_settings(self.config, variant, seed, self.data.fingerprint())
-        same_codes = self._fitted_codes(variant, seed)
+        same_codes = self.fitted_codes(variant, seed)
         sources = self.config.reuse_units if variant.reusable else []
         stores = store_folders(self.config, seed) if variant.reusable else []  # a search's one fit (codes_store.py)
         if self.main and self.score_test:
@@ -310,16 +321,12 @@ class Run:
                 self.log(f"{label} seed {seed}: the codes of {source} (the same tokenizer settings)")
                 self.accelerator.wait_for_everyone()
             else:
-                before = dict(self.embeddings.times)
-                self.embeddings.fit(tokenizer, seed)
-                tokenizer.save(codes_path, self.data.item_ids)
+                timings.update(fit_codes(self.embeddings, tokenizer, seed, codes_path, self.data.item_ids))
                 if self.config.codes_store:
                     add_to_store(Path(self.config.codes_store), codes_path, tokenizer.label, settings)
-                for key, value in self.embeddings.times.items():
-                    if key not in before:
-                        timings[key.split("_seed")[0]] = value
                 self.accelerator.wait_for_everyone()
-        timings["tokenizer"] = since(start) - sum(timings.values(), Elapsed())
+        timings.update(self.prefit_timings.pop((label, seed), {}))  # fitted before the run's first unit
+        timings.setdefault("tokenizer", since(start))  # codes loaded: the time to load them
         self.log(f"{label} seed {seed}: {len(tokenizer.vocab)} tokens, codes up to {tokenizer.max_code_length} long, "
                  f"{tokenizer.n_collisions} collisions")
 
@@ -358,7 +365,7 @@ class Run:
             if self.score_test:  # a tuning trial keeps it: `bench run --tuned` evaluates that model on test
                 (unit / CHECKPOINT).unlink(missing_ok=True)
 
-    def _fitted_codes(self, variant: Variant, seed: int) -> Path | None:
+    def fitted_codes(self, variant: Variant, seed: int) -> Path | None:
         """Codes already fitted in this folder by another variant with the same tokenizer settings."""
         for other in self.variants:
             if other.label != variant.label and (other.tokenizer, other.options) == (variant.tokenizer, variant.options):

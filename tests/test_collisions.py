@@ -106,10 +106,26 @@ def test_the_report_sets_code_level_beside_item_level_and_tables_stay_item_level
     assert collision_scoring_section(item_level(metrics), md_table, sorted) == []
 
 
-def test_the_collision_ablation_runs_every_policy_and_scores_kept_collisions_at_both_levels(tmp_path):
+def test_the_collision_ablation_runs_every_policy_and_scores_kept_collisions_at_both_levels(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
+    from bench import runner
     from bench.cli import main
+
+    train, codes_when_training = runner.train, []  # which rows have codes when a unit starts training
+
+    def recording_train(*args, **kwargs):
+        codes_when_training.append(sorted(p.name for p in (tmp_path / "r" / "codes").glob("*.state.json")))
+        return train(*args, **kwargs)
+
+    prefit, prefitted = runner.prefit_shared_quantiser_rows, {}
+
+    def recording_prefit(run, seed):
+        prefitted.update(fitted := prefit(run, seed))
+        return fitted
+
+    monkeypatch.setattr(runner, "train", recording_train)
+    monkeypatch.setattr(runner, "prefit_shared_quantiser_rows", recording_prefit)
 
     sets = ["synthetic.n_items=60", "synthetic.n_users=80", "recipe.epochs=1", "recipe.valid_users=0", "t5.d_model=32",
             "t5.d_ff=64", "t5.num_heads=2", "t5.d_kv=16", "t5.num_layers=1", "t5.num_decoder_layers=1",
@@ -119,6 +135,11 @@ def test_the_collision_ablation_runs_every_policy_and_scores_kept_collisions_at_
     assert result.exit_code == 0, result.output
     metrics = pd.read_csv(tmp_path / "r" / "metrics.csv")
     assert {"tiger-suffix", "tiger-keep", "tiger-sinkhorn", "tiger-reassign"} <= set(metrics["tokenizer"])
+    # every row's quantiser fitted before any row trains: a run resumed on another machine keeps them
+    assert len(codes_when_training) == 4 and all(len(names) == 4 for names in codes_when_training)
+    timings = pd.read_csv(tmp_path / "r" / "timings.csv").query("stage == 'tokenizer'").set_index("tokenizer")
+    assert set(prefitted) == set(timings.index)  # each unit records its fit's time, not the time to load its codes
+    assert all(timings.loc[label, "seconds"] == pytest.approx(t["tokenizer"].wall) for label, t in prefitted.items())
     # one quantiser for every policy: fitted here (never another run's), the same fit each time
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert all(v["reusable"] is False for v in config["variants"])
