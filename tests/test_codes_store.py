@@ -12,6 +12,7 @@ from filelock import FileLock, Timeout
 
 from bench.codes_store import entry, lock_path, store_lock, stored_codes
 from bench.config import preset_config
+from bench.reporting.protocol import settings_rows
 from bench.runner import CHECKPOINT, Run
 from bench.tokenizers import random_codes
 from bench.tuning import load_tuned, tune
@@ -78,6 +79,11 @@ def test_the_tuned_runs_tuning_seed_takes_the_searchs_codes_and_other_seeds_fit_
     assert not entry(out, "random", 1).exists()  # a --tuned run reads the search's store, never adds to it
     fitted = json.loads((folder / "codes" / "random-seed1.index.json").read_text())
     assert fitted != json.loads(_codes(entry(out, "random", 0)))
+    assert "| codes of seed 0 |" in (folder / "report.md").read_text()  # the report says so, and checks it
+    config = json.loads((folder / "config.json").read_text())
+    assert settings_rows(config, folder)[0]["codes of seed 0"] == "the search's"
+    shutil.copyfile(folder / "codes" / "random-seed1.index.json", folder / "codes" / "random-seed0.index.json")
+    assert "OTHER" in settings_rows(config, folder)[0]["codes of seed 0"]
 
 
 def test_a_row_that_must_fit_here_never_takes_the_searchs_codes(search, tmp_path, unrepeatable_fit):

@@ -5,6 +5,7 @@ checks from it that nothing was chosen on test and that every unit converged."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,24 @@ def marks_note(sig: pd.DataFrame) -> str:
     return "marks: paired t-test over users, Holm-corrected over all comparisons (one seed: no seed-aware test)"
 
 
-def settings_rows(config: dict[str, Any]) -> list[dict[str, str]]:
-    """Per row: its learning rate, weight decay and any other tuned setting, and how each was
-    chosen (by `bench tune` on validation, or a priori: the preset's value)."""
+def search_codes(run_dir: Path | None, tuned: dict[str, Any], label: str) -> str:
+    """Whether the row's unit of the tuning seed trained on the codes its search's trials all
+    trained on (bench/codes_store.py): compared byte for byte; "" where either is not at hand
+    (a search made before it kept its codes, an ablation row of other tokenizer settings)."""
+    seed = (tuned.get("search") or {}).get("seed")
+    if run_dir is None or not tuned.get("dir") or seed is None:
+        return ""
+    name = f"{label}-seed{seed}.index.json"
+    here, search = Path(run_dir) / "codes" / name, Path(tuned["dir"]) / "codes" / name
+    if not (here.is_file() and search.is_file()):
+        return ""
+    return "the search's" if here.read_bytes() == search.read_bytes() else "**OTHER than the search's**"
+
+
+def settings_rows(config: dict[str, Any], run_dir: Path | None = None) -> list[dict[str, str]]:
+    """Per row: its learning rate, weight decay and any other tuned setting, how each was
+    chosen (by `bench tune` on validation, or a priori: the preset's value), and whether its
+    tuning seed trained on the codes of the search that chose them."""
     recipe = config.get("recipe") or {}
     tuned = config.get("tuned") or {}
     chosen = tuned.get("chosen") or {}
@@ -59,7 +75,10 @@ def settings_rows(config: dict[str, Any]) -> list[dict[str, str]]:
                        f"best validation NDCG@10 {hit.get('valid_ndcg@10', float('nan')):.4f})")
         if a_priori:
             how.append(f"{', '.join(a_priori)}: a priori (the preset's value)")
-        rows.append({"row": name, "settings": settings, "how chosen": "; ".join(how)})
+        row = {"row": name, "settings": settings, "how chosen": "; ".join(how)}
+        if tuned:
+            row[f"codes of seed {search.get('seed')}"] = search_codes(run_dir, tuned, name)
+        rows.append(row)
     return rows
 
 
@@ -83,7 +102,8 @@ def stopping_table(history: pd.DataFrame | None, recipe: dict[str, Any]) -> pd.D
     return pd.DataFrame(rows)
 
 
-def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_table: Any) -> list[str]:
+def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_table: Any,
+                     run_dir: Path | None = None) -> list[str]:
     if "data_options" not in config:  # made before the protocol was recorded
         lines = ["## Protocol", "", "This run predates the protocol record: how its settings were chosen was not "
                  "recorded (they may have been chosen on test), nor was the split or CF source.", ""]
@@ -103,7 +123,7 @@ def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_ta
                  else "SASRec trained on this run's training split."),
              "- Nothing was chosen on the test split: settings are a priori or chosen by `bench tune` on validation "
              "(below); early stopping uses validation NDCG@10.", ""]
-    settings = settings_rows(config)
+    settings = settings_rows(config, run_dir)
     if settings:
         lines += ["How each row's learning rate and weight decay were chosen:", "", md_table(pd.DataFrame(settings)), ""]
     stops = stopping_table(history, config.get("recipe") or {})

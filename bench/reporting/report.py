@@ -304,7 +304,7 @@ def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, si
            metrics: pd.DataFrame, timings: pd.DataFrame | None, plot_files: list[Path]) -> str:
     lines = [f"# Run {config.get('run', Path(run_dir).name)}", ""]
     lines += config_section(config, sig)
-    lines += protocol_section(config, load_csv(run_dir, "history.csv"), md_table)
+    lines += protocol_section(config, load_csv(run_dir, "history.csv"), md_table, run_dir)
     lines += metrics_section(sig, seed_summary(item_level(metrics)))
     lines += ablation_section(config, sig, item_level(metrics), stats, md_table, _label)
     lines += collision_scoring_section(metrics, md_table, plots.row_order)
