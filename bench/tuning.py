@@ -157,11 +157,14 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
             study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
                                         sampler=make_sampler(sampler, space, config.seeds[0]))
             _requeue_unfinished(study)
-            remaining = n_trials - _n_finished(study)
-            if remaining > 0:
+            # a grid sampler stops its study once every grid point has a finished trial, failed
+            # ones included: with several failed trials queued again, one call runs each
+            while (remaining := n_trials - _n_finished(study)) > 0:
                 # the summary after every trial, so a search stopped part-way shows what it has done
                 study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining,
                                callbacks=[lambda *_: write_summary(out, storage)])
+                if n_trials - _n_finished(study) == remaining:  # nothing finished: do not loop
+                    break
         write_summary(out, storage)
     return write_summary(out, storage)
 

@@ -370,3 +370,20 @@ def test_tuning_trials_as_jobs_give_the_trials_of_one_process(tmp_path):
     assert chosen[0] == chosen[1] and set(chosen[0]) == {"id", "random"}
     with pytest.raises(BenchError, match="only the whole grid"):
         tune(config, space, tmp_path / "tpe", sampler="tpe", trials=2, dispatch=Dispatch("local", jobs=2))
+
+
+def test_every_failed_trial_runs_again_in_one_call(tmp_path):
+    """Trials failed after the whole grid was visited (e.g. invalidated: trained on codes that
+    were not the search's) all run again in one call, though the grid sampler stops its
+    study once every grid point has a finished trial."""
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    out = tmp_path / "t"
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, out, log=lambda m: None)
+    journal = out / "optuna.journal"
+    text = journal.read_text()
+    assert text.count('"state":1,') == 2  # the two trials' completions (COMPLETE is 1, FAIL 3)
+    journal.write_text(text.replace('"state":1,', '"state":3,'))
+    logs: list[str] = []
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, out, log=logs.append)
+    assert sum("valid NDCG@10" in line for line in logs) == 2
+    assert sorted(json.loads(s)["recipe.lr"] for s in pd.read_csv(out / "tuning.csv")["settings"]) == [1e-3, 3e-3]
