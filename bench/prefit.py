@@ -17,6 +17,7 @@ from bench.tokenizers import Tokenizer, make_tokenizer
 
 if TYPE_CHECKING:
     from bench.runner import Run
+    from bench.variants import Variant
 
 
 def fit_codes(embeddings: Embeddings, tokenizer: Tokenizer, seed: int, path: Path, item_ids: list[str]) -> dict[str, Elapsed]:
@@ -35,23 +36,20 @@ def prefit_shared_quantiser_rows(run: Run, seed: int) -> dict[str, dict[str, Ela
     """The codes of every unfinished not-reusable row of `seed` that has none yet, fitted now
     (each under its unit's lock). Returns their fit timings by label, for their units to record."""
     fitted: dict[str, dict[str, Elapsed]] = {}
-    if not run.main:
-        return fitted
-    for variant in run.variants:
-        unit = run.unit_dir(variant.label, seed)
-        path = run.out / "codes" / f"{variant.label}-seed{seed}.index.json"
-
-        def fit(variant=variant, unit=unit, path=path) -> None:
-            if (unit / "done").exists() or path.with_suffix(".state.json").exists():
-                return
-            if run.fitted_codes(variant, seed) is None:  # else the row loads that row's codes
-                tokenizer = make_tokenizer(variant.tokenizer, variant.options)
-                fitted[variant.label] = fit_codes(run.embeddings, tokenizer, seed, path, run.data.item_ids)
-                run.log(f"{variant.label} seed {seed}: codes fitted before any row trains (rows share a quantiser)")
-
-        if not variant.reusable:
-            run.locked(unit, fit)
+    if run.main:
+        for variant in [v for v in run.variants if not v.reusable]:
+            run.locked(run.unit_dir(variant.label, seed), lambda: _prefit_row(run, variant, seed, fitted))
     return fitted
+
+
+def _prefit_row(run: Run, variant: Variant, seed: int, fitted: dict[str, dict[str, Elapsed]]) -> None:
+    path = run.out / "codes" / f"{variant.label}-seed{seed}.index.json"
+    if (run.unit_dir(variant.label, seed) / "done").exists() or path.with_suffix(".state.json").exists():
+        return
+    if run.fitted_codes(variant, seed) is None:  # else the row loads that row's codes
+        tokenizer = make_tokenizer(variant.tokenizer, variant.options)
+        fitted[variant.label] = fit_codes(run.embeddings, tokenizer, seed, path, run.data.item_ids)
+        run.log(f"{variant.label} seed {seed}: codes fitted before any row trains (rows share a quantiser)")
 
 
 __all__ = ["fit_codes", "prefit_shared_quantiser_rows"]

@@ -96,8 +96,7 @@ def test_a_row_that_must_fit_here_never_takes_the_searchs_codes(search, tmp_path
 
 
 def test_an_entry_is_taken_only_with_the_same_code_settings_and_once_complete(search, tmp_path):
-    _, out = search
-    out = tmp_path / "copy"
+    out = tmp_path / "copy"  # this test removes a file: a copy of the search's store
     shutil.copytree(search[1] / "codes", out / "codes")
     settings = json.loads(entry(out, "random", 0).with_suffix(".training.json").read_text())
     assert stored_codes([out], "random", settings) == entry(out, "random", 0)
@@ -115,7 +114,4 @@ def test_the_store_lock_keeps_other_processes_out_while_held(tmp_path):
     with store_lock(config, "random", 0):
         with pytest.raises(Timeout):
             FileLock(str(path), timeout=0).acquire()
-    FileLock(str(path), timeout=0).acquire()
-    plain = preset_config("quick", TINY, dataset="synthetic")
-    with store_lock(plain, "random", 0):
-        pass  # no store, no lock
+    FileLock(str(path), timeout=0).acquire()  # released with the block
