@@ -45,7 +45,7 @@ def tok(data):
 def test_presets_and_options():
     assert PRESET_OPTIONS["paper"] == {"beam": 50}  # the rest are the release's defaults
     o = ActionPieceOptions()
-    assert (o.vocab_size, o.digits, o.codebook_size, o.pca_dim, o.hash_buckets, o.ensemble) == (40000, 4, 256, 128, 128, 5)
+    assert (o.vocab_size, o.digits, o.codebook_size, o.pca_dim, o.hash_buckets, o.ensemble) == (39999, 4, 256, 128, 128, 5)
     for preset in ("quick", "cpu", "paper"):
         ActionPieceOptions(**PRESET_OPTIONS[preset])
     with pytest.raises(BenchError, match="ensemble must be"):
@@ -145,6 +145,21 @@ def test_ensemble_of_one_equals_a_single_segmentation(tok, data, tiny_t5):
     assert np.array_equal(single.items, one.items)
     fused = fuse_by_rank([list(single.items[0])], 8)
     assert [c for c, _ in fused] == list(single.items[0])
+
+
+def test_fusion_takes_every_view_s_whole_beam(tok, data, tiny_t5):
+    # the release fuses n_return_sequences = maxk (50) beams per view, not only the top k
+    backbone = _model(tok, tiny_t5)
+    trie = CodeTrie.build(backbone.item_sequences(), EOS)
+    samples = data[1].test
+    idx = np.arange(20)
+    histories = [samples.histories[i] for i in idx]
+    views = [0, 1, 2]
+    fused = ensemble_search(backbone, trie, histories, idx, views, 8, 2)
+    whole = [beam_search(backbone, trie, histories, 8, 8, rngs=view_rngs(v, idx)) for v in views]
+    for u in range(len(idx)):
+        expected = fuse_by_rank([[int(x) for x in m.items[u] if x >= 0] for m in whole], 2)
+        assert list(fused.items[u]) == [c for c, _ in expected]
 
 
 def test_every_ensemble_recommendation_is_a_catalogue_item(tok, data, tiny_t5):

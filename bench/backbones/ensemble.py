@@ -3,7 +3,7 @@ ensemble of context-aware tokenizers (ActionPiece, model.py `generate` in
 google-deepmind/action_piece). A tokenizer names its views (`Tokenizer.inference_views`); with
 one view this is plain constrained beam search, so every other tokenizer is decoded as before.
 
-Fusion is the release's: in each view's ranking the item at rank j (from 0) gains
+Fusion is the release's: in each view's ranking (its whole beam) the item at rank j (from 0) gains
 1 / log2(j + 2); items are sorted by their total (ties: first seen). The fused score replaces
 the log-probability in `Ranked.scores`. Each history's segmentation draw in a view comes from
 its own stream, seeded by (view, sample index), so it does not depend on batching or on how
@@ -49,7 +49,8 @@ def ensemble_search(backbone: Backbone, trie: CodeTrie, histories: list[list[int
     code-level leaves). `indices`: each history's sample index (its segmentation streams)."""
     if len(views) == 1:
         return beam_search(backbone, trie, histories, beam, k, length_penalty, rngs=view_rngs(views[0], indices))
-    members = [beam_search(backbone, trie, histories, beam, k, length_penalty, rngs=view_rngs(v, indices))
+    width = max(k, beam)  # every view's whole beam is fused, as the release's n_return_sequences
+    members = [beam_search(backbone, trie, histories, beam, width, length_penalty, rngs=view_rngs(v, indices))
                for v in views]
     items = np.full((len(histories), k), -1, dtype=np.int64)
     scores = np.full((len(histories), k), -np.inf)

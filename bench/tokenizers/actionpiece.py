@@ -33,10 +33,20 @@ Deviations from the release, each named:
   seeded by the run's seed (the release: numpy's global state and faiss's fixed seeds).
 - Vocabulary counts are exact; the release keeps stale counts of pairs that vanish from a
   sequence (`release_compat=true` reproduces it; see actionpiece_core.py).
+- Ranking: finished beams are ranked by sum of log-probs / (tokens + EOS) ** `recipe.length_penalty`,
+  1.0 for every tokenizer (the protocol's one decoding rule, Hugging Face's default); the
+  release runs every beam a fixed n_categories + 1 steps and ranks by the plain sum, which
+  favours short (merged) targets. `--set recipe.length_penalty=0` ranks by the plain sum.
+- The validation segmentation early stopping decodes is the same draw at every epoch (the
+  release draws anew at each validation pass), so the curve it reads does not move with the draw.
+- Each view's whole beam (not only its top k) enters the fusion, as the release's
+  `n_return_sequences = maxk` with 50 beams; at `cpu` beam and k are both 20.
+- `vocab_size` counts base features and merges; the release's also counts its padding
+  token, so its 40,000 is our 39,999.
 - Embeddings: the benchmark's text encoder (all-MiniLM-L6-v2, 384-d, at every preset but
   `paper`'s choice of `--embedding-model`); the release encodes with sentence-t5-base (768-d).
 
-Presets: `paper` is the release's config.yaml (vocabulary 40,000, 4 x 256 OPQ codes of a
+Presets: `paper` is the release's config.yaml (vocabulary 40,000 with its padding token, 4 x 256 OPQ codes of a
 128-d PCA, 128 hash buckets, ensemble 5, 50 beams). `cpu` (ML-100K: 1,682 items, 384-d
 MiniLM) keeps the features and the ensemble and scales the vocabulary to the catalogue: 40,000
 tokens for the ~12,000 items of the release's Amazon Beauty is ~3.3 per item, so ML-100K gets
@@ -69,7 +79,7 @@ class ActionPieceOptions(QuantiserOptions):
     digits: int = 4
     codebook_size: int = 256
     pca_dim: int = 128
-    vocab_size: int = 40000  # base features + merges (release actionpiece_vocab_size)
+    vocab_size: int = 39999  # base features + merges (release actionpiece_vocab_size 40000 counts its padding token)
     hash_buckets: int = 128  # the extra feature that separates equal codes (release n_hash_buckets)
     ensemble: int = 5  # segmentations fused at inference; -1 = the deterministic one (release n_inference_ensemble)
     beam: int = 0  # beams for this tokenizer; 0 = the recipe's (release num_beams 50)
