@@ -35,8 +35,9 @@ def letter_ablation(config: RunConfig) -> RunConfig:
 
 def collision_ablation(config: RunConfig) -> RunConfig:
     """One variant per (tokenizer, collision policy), labelled `tiger-keep` etc.; each keeps the
-    tokenizer's tuned settings (looked up by tokenizer); significance against the first
-    tokenizer's default (`suffix`). Kept collisions are also scored at code level. Every row
+    tokenizer's tuned settings (looked up by tokenizer); each row is tested against its own
+    tokenizer's `suffix` row (`references`; rows outside the table, popularity and SASRec, against
+    the first tokenizer's). Kept collisions are also scored at code level. Every row
     is fitted here: the policies differ only after the quantiser is trained, and a fit repeats
     bit for bit in one place, so all of a tokenizer's rows share one quantiser; a `suffix`
     row taken from a tuning trial or another run would bring another."""
@@ -58,4 +59,5 @@ def collision_ablation(config: RunConfig) -> RunConfig:
                        for label, spec, opts, _ in rows]
     config.ablation = {label: what for label, _, _, what in rows}
     config.reference = rows[0][0]
+    config.references = {label: f"{spec.partition(':')[0]}-{COLLISION_POLICIES[0]}" for label, spec, _, _ in rows}
     return config

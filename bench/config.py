@@ -194,6 +194,9 @@ class RunConfig:
     variants: list[dict[str, Any]] = field(default_factory=list)
     ablation: dict[str, str] = field(default_factory=dict)  # label -> what the variant removes
     reference: str | None = None  # significance reference; None = letter when present
+    # rows tested against another row than `reference` (a collision table's policies against
+    # their own tokenizer's `suffix` row)
+    references: dict[str, str] = field(default_factory=dict)
     # settings chosen by `bench tune` (the folder, and per tokenizer its recipe overrides)
     tuned: dict[str, Any] = field(default_factory=dict)
     # run folders whose finished units stand for units here that would train exactly the same

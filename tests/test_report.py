@@ -266,3 +266,29 @@ def test_the_recorded_commit_says_when_the_code_differs_from_it(tmp_path, monkey
     (repo / "new_module.py").write_text("y = 1\n")  # a new, not ignored file is code that ran too
     assert git_commit(repo) == head + "+modified"
     assert git_commit(plain) is None  # not a repository: no commit, no error
+
+
+def test_a_collision_table_tests_each_policy_against_its_own_suffix_row(tmp_path):
+    from bench.ablation import collision_ablation
+    from bench.config import preset_config
+
+    table = collision_ablation(preset_config("quick", tokenizers=["tiger", "rqkmeans"]))
+    assert table.references["rqkmeans-keep"] == "rqkmeans-suffix" and table.references["tiger-reassign"] == "tiger-suffix"
+    run = make_run(tmp_path)
+    names = {"id": "tiger-suffix", "letter": "tiger-keep", "popularity": "rqkmeans-suffix"}
+    per_user = pd.read_csv(run / "per_user.csv").replace({"tokenizer": names})
+    second = per_user[per_user["tokenizer"] == "tiger-keep"].assign(tokenizer="rqkmeans-keep")
+    pd.concat([per_user, second]).to_csv(run / "per_user.csv", index=False)
+    metrics = pd.read_csv(run / "metrics.csv").replace({"tokenizer": names})
+    pd.concat([metrics, metrics[metrics["tokenizer"] == "tiger-keep"].assign(tokenizer="rqkmeans-keep")]
+              ).to_csv(run / "metrics.csv", index=False)
+    config = json.loads((run / "config.json").read_text())
+    config.update(tokenizers=["tiger", "rqkmeans"], reference=table.reference, references=table.references,
+                  ablation={label: table.ablation[label] for label in ("tiger-suffix", "tiger-keep", "rqkmeans-suffix", "rqkmeans-keep")})
+    (run / "config.json").write_text(json.dumps(config))
+    text = build_report(run).read_text()
+    sig = pd.read_csv(run / "significance.csv").query("split == 'test' and metric == 'ndcg' and k == 10").set_index("tokenizer")
+    assert sig.loc["rqkmeans-keep", "reference"] == "rqkmeans-suffix" and sig.loc["tiger-keep", "reference"] == "tiger-suffix"
+    row = next(line for line in text.split("## Ablation")[1].splitlines() if line.startswith("| rqkmeans-keep"))
+    assert f"{100 * sig.loc['rqkmeans-keep', 'rel_diff']:+.1f}% vs rqkmeans-suffix" in row
+    assert "against **each row's own reference (tiger-suffix, rqkmeans-suffix)**" in text

@@ -125,6 +125,25 @@ def test_reference_option_and_errors():
         significance(per_user, SignificanceOptions(split="dev"))
 
 
+def test_rows_with_their_own_reference():
+    # a collision table: each policy against its own tokenizer's suffix row, not the first tokenizer's
+    per_user = _per_user(n_users=30, seeds=(0,))
+    per_user["tokenizer"] = per_user["tokenizer"].map({"id": "a-suffix", "letter": "a-keep", "popularity": "b-suffix"})
+    b_keep = per_user[per_user["tokenizer"] == "a-keep"].assign(tokenizer="b-keep")
+    b_keep["ndcg@10"] = b_keep["ndcg@10"] * 0.5
+    per_user = pd.concat([per_user, b_keep], ignore_index=True)
+    options = SignificanceOptions(reference="a-suffix", references={"a-keep": "a-suffix", "b-keep": "b-suffix"},
+                                  n_resamples=200, n_bootstrap=100)
+    sig = significance(per_user, options).set_index(["metric", "tokenizer"])
+    assert sig.loc[("ndcg", "b-keep"), "reference"] == "b-suffix"
+    assert sig.loc[("ndcg", "b-suffix"), "reference"] == "a-suffix"  # rows without their own: the run's
+    test = per_user[per_user["split"] == "test"].groupby("tokenizer")["ndcg@10"].mean()
+    assert sig.loc[("ndcg", "b-keep"), "diff"] == pytest.approx(test["b-keep"] - test["b-suffix"])
+    assert sig.loc[("ndcg", "a-keep"), "diff"] == pytest.approx(test["a-keep"] - test["a-suffix"])
+    with pytest.raises(BenchError, match="reference 'c-suffix'"):
+        significance(per_user, SignificanceOptions(reference="a-suffix", references={"b-keep": "c-suffix"}))
+
+
 def default_first_tokenizer(per_user):
     return significance(per_user, SignificanceOptions(n_resamples=100, n_bootstrap=100))["reference"].iloc[0]
 

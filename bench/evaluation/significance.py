@@ -5,7 +5,7 @@ users tiny differences come out significant, so effect sizes sit next to the p-v
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ class SignificanceOptions:
     a finite randomisation test cannot); `p_perm_holm` corrects the randomisation test."""
 
     reference: str | None = None  # default: `letter` when present, else the first tokenizer
+    references: dict[str, str] = field(default_factory=dict)  # row -> its own reference, where not `reference`
     split: str = "test"
     confidence: float = 0.95
     n_bootstrap: int = 2000
@@ -179,8 +180,9 @@ def significance(per_user: pd.DataFrame, options: SignificanceOptions | None = N
         raise BenchError(f"per_user.csv has no rows for split {opt.split!r}")
     tokenizers = list(dict.fromkeys(frame["tokenizer"]))
     reference = opt.reference or default_reference(tokenizers)
-    if reference not in tokenizers:
-        raise BenchError(f"reference {reference!r} is not in the run (tokenizers: {', '.join(tokenizers)})")
+    for ref in {reference, *(r for t, r in opt.references.items() if t in tokenizers)}:
+        if ref not in tokenizers:
+            raise BenchError(f"reference {ref!r} is not in the run (tokenizers: {', '.join(tokenizers)})")
     data = long_per_user(frame)
     n_seeds = data.groupby(["dataset", "tokenizer"])["seed"].nunique()
     users = (data.groupby(["dataset", "metric", "k", "tokenizer", "user"], sort=False)["value"].mean())
@@ -189,19 +191,20 @@ def significance(per_user: pd.DataFrame, options: SignificanceOptions | None = N
     for (dataset, metric, k), block in users.groupby(level=["dataset", "metric", "k"], sort=True):
         table = block.droplevel(["dataset", "metric", "k"]).unstack("tokenizer")
         for i, tok in enumerate(t for t in tokenizers if t in table.columns):
-            pair = table[[c for c in dict.fromkeys([tok, reference]) if c in table.columns]].dropna()
+            ref = opt.references.get(tok, reference)
+            pair = table[[c for c in dict.fromkeys([tok, ref]) if c in table.columns]].dropna()
             x = pair[tok].to_numpy()
             lo, hi = bootstrap_ci(x, opt.confidence, opt.n_bootstrap, opt.seed + i)
             row = {"dataset": dataset, "split": opt.split, "metric": metric, "k": int(k), "tokenizer": tok,
-                   "reference": reference, "n_users": len(x), "n_seeds": int(n_seeds[(dataset, tok)]),
+                   "reference": ref, "n_users": len(x), "n_seeds": int(n_seeds[(dataset, tok)]),
                    "mean": float(x.mean()) if len(x) else np.nan, "ci_low": lo, "ci_high": hi}
-            if reference in table.columns:
-                y = pair[reference].to_numpy()
+            if ref in table.columns:
+                y = pair[ref].to_numpy()
                 row["ref_mean"] = float(y.mean()) if len(y) else np.nan
-                if tok != reference:
+                if tok != ref:
                     row.update(paired_tests(x, y, opt.n_resamples, opt.seed))
                     row.update(seed_aware_test(_seed_matrix(per_seed, dataset, metric, k, tok, pair.index),
-                                               _seed_matrix(per_seed, dataset, metric, k, reference, pair.index)))
+                                               _seed_matrix(per_seed, dataset, metric, k, ref, pair.index)))
             rows.append(row)
     out = pd.DataFrame(rows).reindex(columns=SIGNIFICANCE_COLUMNS)
     out["p_holm"] = holm(out["p_ttest"])

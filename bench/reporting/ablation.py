@@ -14,6 +14,7 @@ import pandas as pd
 from bench.evaluation.significance import seed_summary
 from bench.reporting.format import num as _num
 from bench.reporting.format import p_text as _p
+from bench.reporting.protocol import reference_names
 
 
 def _pm(values: pd.Series, digits: int = 1, scale: float = 1.0) -> str:
@@ -49,7 +50,8 @@ def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, metrics: 
     if not isinstance(names, dict) or not names or sig is None or sig.empty:
         return []
     data = sig[sig["split"] == split]
-    ref = str(data["reference"].iloc[0]) if not data.empty else ""
+    refs = [str(r) for r in dict.fromkeys(data["reference"])]
+    ref = refs[0] if len(refs) == 1 else "its reference"  # a collision table: each tokenizer's suffix row
     seeds = seed_summary(metrics) if metrics is not None and not metrics.empty else None
     rows = []
     for variant, what in names.items():
@@ -61,16 +63,17 @@ def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, metrics: 
             r = hit.iloc[0]
             spread = _spread(seeds, variant, metric, split)
             row[label(metric, 10)] = _num(r["mean"]) + spread
-            if variant != ref:
+            if variant != r["reference"]:
                 seed_p = f", seeds {_p(r['p_seed_holm'])}" if not pd.isna(r.get("p_seed_holm", np.nan)) else ""
-                row[f"{label(metric, 10)} vs {ref}"] = (f"{100 * r['rel_diff']:+.1f}% (p users {_p(r['p_holm'])}{seed_p})"
+                against = "" if len(refs) == 1 else f" vs {r['reference']}"
+                row[f"{label(metric, 10)} vs {ref}"] = (f"{100 * r['rel_diff']:+.1f}%{against} (p users {_p(r['p_holm'])}{seed_p})"
                                                        if not pd.isna(r["rel_diff"]) else "")
         row.update(code_columns(stats, variant))
         rows.append(row)
     table = pd.DataFrame(rows)
     first = ["variant", "what it changes"] + [c for m in ("recall", "ndcg") for c in (label(m, 10), f"{label(m, 10)} vs {ref}")]
     table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
-    return ["## Ablation", "", f"Each variant against **{ref}** ({split} split; mean ± std over seeds; relative "
+    return ["## Ablation", "", f"Each variant against **{ref if len(refs) == 1 else reference_names(data)}** ({split} split; mean ± std over seeds; relative "
             "difference; Holm-corrected p-values of the paired t-test over users and of the seed-aware test). Code "
             "figures: mean ± std over seeds; colliding items as first assigned (argmin) and before a numbering token; "
             "CF neighbours: the share of each item's 10 nearest neighbours by CF embedding that have its level-0 code, "

@@ -201,7 +201,9 @@ def effect_matrix(sig: pd.DataFrame | None, path: Path) -> Path | None:
     ax.set_xlabel("metric")
     ax.set_ylabel("tokenizer")
     test = "seed-aware test" if "p_seed_holm" in data.columns and data["p_seed_holm"].notna().any() else "paired t-test"
-    ax.set_title(f"Relative difference to {sig['reference'].iloc[0]} ({test}, Holm: * <.05, ** <.01, *** <.001)")
+    refs = list(dict.fromkeys(data["reference"]))
+    against = refs[0] if len(refs) == 1 else "each row's reference"
+    ax.set_title(f"Relative difference to {against} ({test}, Holm: * <.05, ** <.01, *** <.001)")
     return _save(fig, path)
 
 

@@ -26,6 +26,13 @@ def marks(sig: pd.DataFrame) -> pd.Series:
     return mark_p(sig).map(stars)
 
 
+def reference_names(sig: pd.DataFrame) -> str:
+    """The row(s) the tests compare with: one name, or "each row's own reference (a, b)" when
+    rows have their own (a collision table's policies against their tokenizer's suffix row)."""
+    refs = [str(r) for r in dict.fromkeys(sig["reference"])]
+    return refs[0] if len(refs) == 1 else f"each row's own reference ({', '.join(refs)})"
+
+
 def marks_note(sig: pd.DataFrame) -> str:
     """One sentence naming the test behind the marks of this run."""
     seed_aware = "p_seed_holm" in sig.columns and sig["p_seed_holm"].notna().any()

@@ -20,7 +20,7 @@ from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, 
                                            significance, stars)
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.reporting import plots
-from bench.reporting.protocol import mark_p, marks_note, protocol_section
+from bench.reporting.protocol import mark_p, marks_note, protocol_section, reference_names
 from bench.reporting.timing import timing_section
 from bench.results import has_units, merge_units
 
@@ -84,7 +84,7 @@ def analyse(run_dir: Path, options: SignificanceOptions | None = None) -> tuple[
     sig = None
     if per_user is not None:
         config = load_config(run_dir)
-        opt = options or SignificanceOptions(reference=config.get("reference"))
+        opt = options or SignificanceOptions(reference=config.get("reference"), references=config.get("references") or {})
         try:
             sig = significance(per_user, opt)
         except BenchError as e:
@@ -165,7 +165,7 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
     lines = [f"## Results ({split} split)", ""]
     if sig is not None and not sig.empty:
         data = sig[sig["split"] == split]
-        ref = data["reference"].iloc[0]
+        ref = reference_names(data)
         lines += [f"Mean over test users (per-user values averaged over seeds), [95% bootstrap CI]; tests against "
                   f"**{ref}**; {marks_note(data)} (* p<0.05, ** p<0.01, *** p<0.001).", ""]
         data = data.assign(_mark_p=mark_p(data))
@@ -186,11 +186,13 @@ def metrics_section(sig: pd.DataFrame | None, seeds: pd.DataFrame, split: str = 
             table = pd.DataFrame({
                 "metric": [_label(m, k) for m, k in zip(effects["metric"], effects["k"])],
                 "tokenizer": effects["tokenizer"], "n users": effects["n_users"],
-                "mean": effects["mean"].map(_num), f"{ref}": effects["ref_mean"].map(_num),
+                "mean": effects["mean"].map(_num), "reference": effects["reference"], "reference mean": effects["ref_mean"].map(_num),
                 "diff": effects["diff"].map(_num), "rel. diff": effects["rel_diff"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.1f}%"),
                 "d_z": effects["d_z"].map(lambda v: _num(v, 3)), "p (t)": effects["p_ttest"].map(_p),
                 "p (perm.)": effects["p_perm"].map(_p), "p (Holm)": effects["p_holm"].map(_p),
             })
+            if effects["reference"].nunique() == 1:  # one reference: its name heads its column
+                table = table.drop(columns="reference").rename(columns={"reference mean": str(effects["reference"].iloc[0])})
             if "p_seed" in effects.columns and effects["p_seed"].notna().any():
                 table["p (seeds)"] = effects["p_seed"].map(_p).to_numpy()
                 table["p (seeds, Holm)"] = effects["p_seed_holm"].map(_p).to_numpy()
@@ -273,7 +275,7 @@ def _optional(frame: pd.DataFrame, column: str) -> Any:
 def reference_label(config: dict[str, Any], sig: pd.DataFrame | None) -> str:
     if sig is None or sig.empty:
         return str(config.get("reference") or "default")
-    used = str(sig["reference"].iloc[0])
+    used = reference_names(sig)
     left_to_default = not config.get("reference") and used == default_reference(list(dict.fromkeys(sig["tokenizer"])))
     return f"{used} (default)" if left_to_default else used
 
