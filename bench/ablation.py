@@ -16,7 +16,8 @@ LETTER_ABLATION: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "letter": ("full LETTER (CF + diversity + ranking-guided loss)", {}, {"tau": LETTER_TAU}),
     "letter-no-cf": ("without the collaborative loss (alpha 0)", {"alpha": 0.0}, {"tau": LETTER_TAU}),
     "letter-no-div": ("without the diversity loss (beta 0)", {"beta": 0.0}, {"tau": LETTER_TAU}),
-    "letter-semantic": ("semantic only (alpha 0, beta 0)", {"alpha": 0.0, "beta": 0.0}, {"tau": LETTER_TAU}),
+    "letter-semantic": ("semantic only (alpha 0, beta 0; LETTER's initialisation and Sinkhorn export kept)",
+                        {"alpha": 0.0, "beta": 0.0}, {"tau": LETTER_TAU}),
     "letter-tau1": ("without the ranking-guided loss (tau 1)", {}, {"tau": 1.0}),
     "letter-no-recon": ("without the reconstruction loss (the paper always keeps it)", {"recon_weight": 0.0}, {"tau": LETTER_TAU}),
 }
