@@ -24,7 +24,7 @@ TINY_OPTIONS = {
     "tiger": {"codebook_size": 6, "hidden": "16", "latent_dim": 4, "epochs": 2, "batch_size": 16, "kmeans_iters": 5},
     "letter": {"codebook_size": 6, "hidden": "16", "latent_dim": 4, "epochs": 2, "batch_size": 16, "kmeans_iters": 5,
                "cluster_min": 2, "cluster_max": 10, "n_clusters": 3},
-    "opq": {"digits": 2, "codebook_size": 8},  # 28 training items: too few for 256 codes a digit
+    "opq": {"digits": 2, "codebook_size": 8, "pca_dim": 0},  # 28 training items: too few for 256 codes a digit
     "actionpiece": {"digits": 2, "codebook_size": 8, "pca_dim": 0, "hash_buckets": 16, "vocab_size": 80, "ensemble": 2},
 }
 

@@ -122,6 +122,21 @@ def test_unconnected_items_get_their_own_group_and_chunks():
     _check_tree(tok.codes, 8)  # 20 > 8: chunked under that group, leaves of at most 8
 
 
+def test_last_tokens_number_a_leaf_s_items_in_order_or_are_drawn():
+    data, _ = _grouped()
+    for last_token in ("sequential", "random"):
+        tok = _fit(data, n_clusters=3, cluster_size=8, last_token=last_token)
+        leaves: dict[tuple, list[tuple[int, int]]] = {}
+        for item, code in enumerate(tok.codes):
+            leaves.setdefault(code[:-1], []).append((item, code[-1]))
+        lasts = [[last for _, last in sorted(members)] for members in leaves.values()]
+        if last_token == "sequential":  # OpenP5's default: <CI0>, <CI1>, ... in item-id order
+            assert all(last == list(range(len(last))) for last in lasts)
+        else:  # distinct pool tokens, not the numbering
+            assert all(len(set(last)) == len(last) for last in lasts)
+            assert any(last != list(range(len(last))) for last in lasts)
+
+
 def test_deterministic_per_seed():
     data, _ = _grouped()
     assert _fit(data, seed=3, n_clusters=3, cluster_size=8).codes == _fit(data, seed=3, n_clusters=3, cluster_size=8).codes
@@ -160,10 +175,10 @@ def test_save_load_round_trip(tmp_path):
 def test_interface_options_and_presets():
     tok = CIDTokenizer()
     assert tok.name == "cid" and not tok.needs_text and tok.inputs() == set()
-    assert (tok.options.n_clusters, tok.options.cluster_size) == (20, 500)
+    assert (tok.options.n_clusters, tok.options.cluster_size, tok.options.last_token) == (20, 500, "sequential")
     for preset in ("quick", "cpu", "paper"):
         CIDOptions(**PRESET_OPTIONS[preset])
     for bad in ({"n_clusters": 8, "cluster_size": 8}, {"n_clusters": 1}, {"assign_labels": "spectral"},
-                {"eigen_solver": "dense"}):
+                {"eigen_solver": "dense"}, {"last_token": "first"}):
         with pytest.raises(BenchError):
             CIDTokenizer(**bad)

@@ -11,7 +11,7 @@ from bench.tokenizers.opq import (PRESET_OPTIONS, OPQOptions, OPQTokenizer, code
                                   index_codes, last_digit_costs, training_items)
 
 N_ITEMS, DIM = 120, 16
-SMALL = {"digits": 4, "codebook_size": 16}
+SMALL = {"digits": 4, "codebook_size": 16, "pca_dim": 0}  # the raw 16-d vectors
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,8 @@ def _levels(tok, K):
 def test_class_and_presets():
     assert OPQTokenizer.name == "opq" and OPQTokenizer.needs_text
     assert PRESET_OPTIONS["paper"] == {"digits": 32, "codebook_size": 256}
-    for preset in ("quick", "cpu", "paper"):
-        OPQOptions(**PRESET_OPTIONS[preset])
+    for preset in ("quick", "cpu", "paper"):  # every preset whitens a 128-d PCA first, as the release's sentence-t5 config
+        assert OPQOptions(**PRESET_OPTIONS[preset]).pca_dim == 128
     with pytest.raises(BenchError, match="power of two"):
         OPQTokenizer(codebook_size=100)
     with pytest.raises(BenchError, match="collisions must be one of"):

@@ -24,8 +24,9 @@ Algorithm:
    order, modulo `cluster_size` (OpenP5's `add_token_to_indexing`): siblings always get
    distinct tokens (a split has at most n_clusters + 1 <= cluster_size children), and until the
    counter wraps every cluster has its own token. Each item in a leaf cluster then gets a last
-   token drawn without replacement from the pool (OpenP5's `add_last_token_to_indexing`,
-   seeded here), so items within a leaf differ. An item's code is its path of cluster tokens
+   token, distinct within the leaf: `last_token=sequential` (OpenP5's default, which its
+   ML-100K script keeps) numbers the leaf's items <CI0>, <CI1>, ... in item-id order;
+   `random` draws them without replacement from the pool (OpenP5's other choice), seeded. An item's code is its path of cluster tokens
    from the root plus that last token: 2 tokens for a leaf at depth 1, 3 at depth 2, ...;
    codes differ in length between branches.
 
@@ -52,8 +53,11 @@ its own zero eigenvalue, so with at most `n_clusters` components no cluster span
 (the tests check that groups that never co-occur come out as separate first-level clusters).
 
 Deviations from the reference code, and why:
-- `random_state` is the run's seed (both releases fix 0), so seeds vary the codes. The last
-  tokens come from numpy's seeded generator instead of Python's global, unseeded `random`.
+- `random_state` is the run's seed (both releases fix 0), so seeds vary the codes. Random last
+  tokens (`last_token=random`) come from numpy's generator seeded by the run's seed, where
+  OpenP5 uses Python's `random` under its own fixed seed.
+- Within a leaf, sequential last tokens follow item-id order; OpenP5 follows the order its
+  cluster lists hold the items in (its item list is built from a Python set).
 - Items that never occur in training: OpenP5 gives each a single random pool token, which can
   equal another such item's token or be the first token of a trained item's code. Here they
   join the degree-0 group above, so every code stays unique and prefix-free.
@@ -63,10 +67,7 @@ Deviations from the reference code, and why:
 - The root is split only if it has more than `n_clusters` items (scikit-learn needs more
   samples than clusters); a smaller catalogue is one leaf and gets one token per item.
 - Sparse matrices instead of dense ones (an 18k-item Amazon catalogue needs 2.6 GB dense).
-  The clustering is the same; ARPACK's numerics may differ in the last digits. OpenP5 builds
-  each sub-matrix from the upper triangle only, which scikit-learn symmetrises to A / 2. The
-  normalised Laplacian does not change with scale, so using the symmetric sub-matrix gives the
-  same result.
+  The clustering is the same; ARPACK's numerics may differ in the last digits.
 - Pair counts are added into one symmetric matrix, as OpenP5 does. The LLM-RecSys-ID script
   stores (a, b) and (b, a) under separate keys and the later one overwrites the earlier.
 - Children of a split are ordered by their lowest item id, then the degree-0 group; this
@@ -77,7 +78,9 @@ Deviations from the reference code, and why:
   default.
 
 Presets: the paper used N = 20 clusters and k = 500 items per leaf on Amazon Beauty, Sports
-and Toys (12k-18k items). Our run on LETTER's Beauty (12,101 items) with those values gives
+and Toys (12k-18k items), and OpenP5's ML-100K script keeps them; on ML-100K that splits the
+root once into 21 clusters of at most 154 items, so every code is 2 tokens and the clustering
+has no hierarchy below the first level (hence the `cpu` preset's k below). Our run on LETTER's Beauty (12,101 items) with those values gives
 first-level clusters of 7 to 5,042 items. Codes are 2, 3 or 4 tokens for 20%, 58% and 22% of
 the items. The breadth-first counter draws 183 cluster tokens from the pool of 500, so no
 cluster shares a token. The fit took 479 s on a loaded 2-core machine, almost all in
@@ -106,6 +109,7 @@ from bench.tokenizers.base import FitContext, Tokenizer
 
 ASSIGN_LABELS = ("cluster_qr", "kmeans", "discretize")
 EIGEN_SOLVERS = ("arpack", "lobpcg", "amg")  # amg needs pyamg
+LAST_TOKENS = ("sequential", "random")
 
 
 @dataclass
@@ -114,6 +118,7 @@ class CIDOptions:
     cluster_size: int = 500  # k: most items in a leaf cluster, and the token pool's size (paper: 500)
     assign_labels: str = "cluster_qr"  # scikit-learn's label assignment; both releases use cluster_qr
     eigen_solver: str = "arpack"  # scikit-learn's default, as both releases; lobpcg is far faster on 10k+ items
+    last_token: str = "sequential"  # a leaf's items numbered in order (OpenP5's default) or `random` pool tokens
 
     def __post_init__(self) -> None:
         check(self.n_clusters >= 2, "n_clusters must be >= 2")
@@ -122,6 +127,7 @@ class CIDOptions:
               "items, take distinct tokens from a pool of cluster_size)")
         check(self.assign_labels in ASSIGN_LABELS, f"assign_labels must be one of {ASSIGN_LABELS}")
         check(self.eigen_solver in EIGEN_SOLVERS, f"eigen_solver must be one of {EIGEN_SOLVERS}")
+        check(self.last_token in LAST_TOKENS, f"last_token must be one of {LAST_TOKENS}")
 
 
 # Per-preset overrides the lead's config passes to the constructor (see the module docstring).
@@ -171,7 +177,10 @@ class CIDTokenizer(Tokenizer):
             must_split = len(members) > o.cluster_size or (is_root and len(members) > o.n_clusters)
             if not must_split:
                 n_leaves += 1
-                for item, last in zip(members, rng.choice(o.cluster_size, size=len(members), replace=False)):
+                members = np.sort(members)
+                lasts = (np.arange(len(members)) if o.last_token == "sequential"
+                         else rng.choice(o.cluster_size, size=len(members), replace=False))
+                for item, last in zip(members, lasts):
                     paths[int(item)].append(int(last))
                 continue
             children = self._spectral_split(adj, members, seed)

@@ -6,7 +6,7 @@ As RPG's release (facebookresearch/RPG_KDD2025, genrec/models/RPG/tokenizer.py):
 `index_factory(d, "OPQ{m},IVF1,PQ{m}x{log2 K}", METRIC_INNER_PRODUCT)` is trained on the text
 embeddings of the items of the training split only, then every item is added and its code is
 the m PQ sub-codes stored in the single inverted list (m digits of K = 2**nbits codes; RPG:
-32 x 256). Optional PCA first (`pca_dim`, whitened as the release's sklearn PCA).
+32 x 256), after a whitened PCA (`pca_dim`, the release's sklearn `PCA(whiten=True)`).
 
 Leakage rule: the quantiser (PCA, OPQ rotation, coarse centroid, PQ codebooks) sees only the
 items of the training split's sequences (`Split.train_item_counts > 0`, the release's
@@ -18,10 +18,11 @@ codes; here the codes are decoded by the benchmark's shared autoregressive backb
 per digit, like every other tokenizer. RPG's parallel decoding is out of scope.
 
 Deviations from the release, each named:
-- PCA (`pca_dim` > 0, whitened, exact SVD) is fitted on the training-split items only (the
-  release fits sklearn's PCA on all items). Off by default: the release reduces
-  text-embedding-3-large's 3072 dims to 512, and our default encoder (all-MiniLM-L6-v2) gives
-  384, already below that.
+- PCA (whitened, exact SVD) is fitted on the training-split items only (the release fits
+  sklearn's PCA on all items). Its size: the release reduces text-embedding-3-large's 3072 dims
+  to 512, or, in its config for a sentence-transformers encoder (sentence-t5-base, 768-d), to
+  128; our encoder (all-MiniLM-L6-v2, 384-d) is a sentence-transformers one, so 128 at every
+  preset (ActionPiece's features, from the same authors, use 128 too). `pca_dim=0` skips it.
 - faiss's polysemous training (on by default for `PQ` in index_factory) is turned off: it only
   permutes each sub-quantizer's code labels (to make Hamming distances meaningful for faiss's
   search), which changes no item's grouping and nothing the backbone can see, as each token
@@ -106,6 +107,9 @@ class QuantiserOptions:
 
 @dataclass
 class OPQOptions(QuantiserOptions):
+    # whitened PCA first, as the release always does (sent_emb_pca: 128 in its config for
+    # sentence-transformers' sentence-t5, 512 for text-embedding-3-large); 0 = none
+    pca_dim: int = 128
     collisions: str = "suffix"  # see collisions.py; the release keeps collisions (`keep`)
 
     def __post_init__(self) -> None:
