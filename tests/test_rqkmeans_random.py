@@ -48,7 +48,8 @@ def _level(tok, level):
 
 def test_levels_recover_coarse_then_fine_clusters(data):
     x, coarse, fine = _two_scale_clusters()
-    tok = RQKMeansTokenizer(levels=2, codebook_size=4, collisions="keep")
+    # raw residuals: in 2-D, scaling to unit length would fold the fine offsets onto the circle
+    tok = RQKMeansTokenizer(levels=2, codebook_size=4, collisions="keep", normalize_residuals=False)
     tok.fit(_ctx(data, x))
     assert _same_partition(_level(tok, 0), coarse)  # level 1 clusters the embeddings
     assert _same_partition(_level(tok, 1), fine)  # level 2 clusters what is left: the fine offsets
@@ -57,7 +58,7 @@ def test_levels_recover_coarse_then_fine_clusters(data):
 
 def test_each_level_clusters_the_residual_of_the_levels_before():
     x = _gaussian()
-    codes, centres = residual_kmeans(x, 3, 5, seed=0, log=lambda s: None)
+    codes, centres, last_input = residual_kmeans(x, 3, 5, seed=0, log=lambda s: None)
     residual, errors = x.astype(np.float64), []
     for level, level_centres in enumerate(centres):
         for j in range(len(level_centres)):  # every centre is the mean of the residuals it took
@@ -65,9 +66,32 @@ def test_each_level_clusters_the_residual_of_the_levels_before():
         residual = residual - level_centres[codes[:, level]]
         errors.append(float((residual**2).sum()))
     assert errors[0] > errors[1] > errors[2]  # each level brings the sum of centres closer to x
-    costs = last_level_costs(x, codes, centres)  # what sinkhorn and reassign read: from the last residual
+    costs = last_level_costs(last_input, centres)  # what sinkhorn and reassign read: from the last residual
     assert (costs.argmin(1) == codes[:, -1]).all()
     np.testing.assert_allclose(costs.min(1), (residual**2).sum(1), atol=1e-8)
+
+
+def test_each_level_input_is_scaled_to_unit_length_as_grid_does(data):
+    x = _gaussian()
+    codes, centres, last_input = residual_kmeans(x, 3, 5, seed=0, normalize=True, log=lambda s: None)
+    level_input = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    for level, level_centres in enumerate(centres):
+        np.testing.assert_allclose(np.linalg.norm(level_input, axis=1), 1.0, atol=1e-9)
+        for j in range(len(level_centres)):  # centres are means of the unit-length inputs
+            np.testing.assert_allclose(level_centres[j], level_input[codes[:, level] == j].mean(0), atol=1e-6)
+        if level < 2:
+            residual = level_input - level_centres[codes[:, level]]
+            level_input = residual / np.linalg.norm(residual, axis=1, keepdims=True)
+    np.testing.assert_allclose(last_input, level_input, atol=1e-9)
+    # the tokenizer's default: an item's codes do not depend on its embedding's length
+    assert RQKMeansOptions().normalize_residuals
+    scaled = x * np.random.default_rng(1).uniform(0.2, 5.0, size=(len(x), 1)).astype(np.float32)
+    fits = []
+    for emb in (x, scaled):
+        tok = RQKMeansTokenizer(levels=3, codebook_size=5, collisions="keep")
+        tok.fit(_ctx(data, emb))
+        fits.append(tok.codes)
+    assert fits[0] == fits[1]
 
 
 def test_balanced_levels_have_equal_cluster_sizes(data):

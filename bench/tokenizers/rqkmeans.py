@@ -4,13 +4,19 @@ Sources: GRID (Ju et al. 2025, snap-research/GRID: RQ-KMeans, 3 levels x 256 cod
 OneRec (Deng et al. 2025: balanced k-means at every level, so codes are used evenly).
 
 Level 1 clusters the embeddings; each item's centroid is subtracted; level 2 clusters those
-residuals; and so on. A code is the tuple of per-level cluster indices, then the collision
+residuals; and so on. As GRID's release (ResidualQuantization, `normalize_residuals: true` in
+its RQ-KMeans configs), every level's input, the embedding and each residual, is first scaled
+to unit length (`normalize_residuals`, default on). A code is the tuple of per-level cluster indices, then the collision
 policy (bench/tokenizers/collisions.py; default `suffix`: every item gets a numbering token, as
 TIGER's 4th level, so rqkmeans and tiger have the same code shape).
 
 Choices and deviations:
-- clustering by scikit-learn's `KMeans` (k-means++ seeding, Lloyd; `n_init` restarts,
-  `max_iter` iterations, seed `ctx.seed + level`), not GRID's own k-means implementation;
+- clustering by scikit-learn's `KMeans` (k-means++ seeding, Lloyd to convergence; `n_init`
+  restarts, `max_iter` iterations, seed `ctx.seed + level`), not GRID's own mini-batch k-means
+  (k-means++ on a 3,072-point buffer, then a few mini-batch steps per level), which stops far
+  coarser;
+- fitted on every catalogue item, as GRID (its items file holds all items): text embeddings
+  are item side information, no interaction enters;
 - `balanced=True` (OneRec) uses size-constrained k-means (`k-means-constrained`, min-cost
   flow; bench/tokenizers/kmeans.py) with cluster sizes floor(n/K)..ceil(n/K), made feasible by
   `feasible_bounds` (a level of fewer than 2K items gets K = n // 2 clusters of >= 2).
@@ -46,6 +52,7 @@ class RQKMeansOptions:
     n_init: int = 1  # k-means++ restarts per level (scikit-learn's default for k-means++)
     max_iter: int = 300  # iterations per level (scikit-learn's default)
     balanced: bool = False  # OneRec: equal cluster sizes at every level
+    normalize_residuals: bool = True  # GRID: each level's input scaled to unit length first
     collisions: str = "suffix"  # see bench/tokenizers/collisions.py
 
     def __post_init__(self) -> None:
@@ -78,15 +85,24 @@ def cluster(x: np.ndarray, k: int, balanced: bool, n_init: int, max_iter: int,
     return model.cluster_centers_, np.asarray(model.labels_, dtype=np.int64)
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (torch.nn.functional.normalize's rule: a zero row stays 0)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, balanced: bool = False, n_init: int = 1,
-                    max_iter: int = 300, seed: int = 0,
-                    log: Callable[[str], None] = print) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per-level codes [n, levels] and centres (one [k, d] array per level). Level 0 clusters
-    `x`; level l clusters what levels < l left: x minus the centres of the item's codes."""
+                    max_iter: int = 300, seed: int = 0, normalize: bool = False,
+                    log: Callable[[str], None] = print) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Per-level codes [n, levels], centres (one [k, d] array per level) and the last level's
+    input. Level 0 clusters `x`; level l clusters what levels < l left: its input minus the
+    centres of the item's codes. `normalize`: each level's input scaled to unit length first."""
     residual = np.asarray(x, dtype=np.float64)
     codes = np.zeros((len(residual), levels), dtype=np.int64)
     centres: list[np.ndarray] = []
     for level in range(levels):
+        if normalize:
+            residual = unit_rows(residual)
+        level_input = residual
         distinct = len(np.unique(residual, axis=0))
         k = min(codebook_size, distinct)
         level_centres, labels = cluster(residual, k, balanced, n_init, max_iter, seed + level)
@@ -98,15 +114,12 @@ def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, balanced: bo
         residual = residual - level_centres[labels]
         log(f"rqkmeans: level {level + 1}: {len(level_centres)} clusters, "
             f"mean squared residual {float((residual**2).sum(1).mean()):.4g}")
-    return codes, centres
+    return codes, centres, level_input
 
 
-def last_level_costs(x: np.ndarray, codes: np.ndarray, centres: list[np.ndarray]) -> np.ndarray:
-    """[n, K]: squared distances from each item's last-level input (x minus the centres of its
-    earlier codes) to every centre of the last level, for `sinkhorn` and `reassign`."""
-    last_input = np.asarray(x, dtype=np.float64).copy()
-    for level, level_centres in enumerate(centres[:-1]):
-        last_input -= level_centres[codes[:, level]]
+def last_level_costs(last_input: np.ndarray, centres: list[np.ndarray]) -> np.ndarray:
+    """[n, K]: squared distances from each item's last-level input (what that level clustered)
+    to every centre of the last level, for `sinkhorn` and `reassign`."""
     costs = squared_distances(torch.as_tensor(last_input), torch.as_tensor(centres[-1]))
     return costs.clamp_min(0).numpy()
 
@@ -123,10 +136,10 @@ class RQKMeansTokenizer(Tokenizer):
     def fit(self, ctx: FitContext) -> None:
         o: RQKMeansOptions = self.options
         x = checked_embeddings(ctx.text_embeddings(), ctx.data.n_items, "text", self.name)
-        levels, self.centres = residual_kmeans(x, o.levels, o.codebook_size, o.balanced, o.n_init, o.max_iter,
-                                               ctx.seed, ctx.log)
+        levels, self.centres, last_input = residual_kmeans(x, o.levels, o.codebook_size, o.balanced, o.n_init,
+                                                           o.max_iter, ctx.seed, o.normalize_residuals, ctx.log)
         sizes = [o.codebook_size] * o.levels
-        costs = last_level_costs(x, levels, self.centres) if o.collisions in ("sinkhorn", "reassign") else None
+        costs = last_level_costs(last_input, self.centres) if o.collisions in ("sinkhorn", "reassign") else None
         self.vocab, self.codes, c = resolve_codes(levels, costs, o.collisions, sizes, every_item=True)
         self.n_collisions, self.collisions_before = c.after, c.before
         ctx.log(f"rqkmeans: {c.before} colliding items after {o.levels} levels, "
