@@ -3,7 +3,10 @@ what they would: the chosen tuning trial (for the tuning seed of a `--tuned` run
 finished unit of another run folder (`--reuse-units`; an ablation's row that equals a main
 run's row, such as LETTER's tau-1 row). "Exactly" means
 the same data, split, backbone, sizes, effective recipe, tokenizer, tokenizer options and
-seed, compared as a resumed run's settings are (`same_settings`)."""
+seed, compared as a resumed run's settings are (`same_settings`). A tokenizer's options are
+also recorded resolved, defaults included (`resolved_options`), so a record written since then
+no longer matches once a default changes; older records, without them, compare the options
+they set."""
 
 from __future__ import annotations
 
@@ -32,15 +35,32 @@ def training_settings(config: RunConfig, variant: Any, seed: int, data_fingerpri
     overrides (tuned settings included) and its tokenizer options, the data and the seed."""
     out = {key: value for key, value in config.to_dict().items() if key in _KEYS}
     out["recipe"] = dataclasses.asdict(dataclasses.replace(config.recipe, **variant.recipe))
-    out["tokenizer_options"] = {variant.tokenizer.partition(":")[0]: variant.options}
+    name = variant.tokenizer.partition(":")[0]
+    out["tokenizer_options"] = {name: variant.options}
+    out["resolved_options"] = {name: resolved_options(name, variant.options)}
     out.update(tokenizers=[variant.tokenizer], seed=seed, data={"fingerprint": data_fingerprint})
     return out
 
 
+def resolved_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A tokenizer's options with every default filled in, as JSON values."""
+    from bench.options import make_options
+    from bench.tokenizers import TOKENIZERS
+
+    return json.loads(json.dumps(dataclasses.asdict(make_options(TOKENIZERS[name].Options, options, name)), default=str))
+
+
+def same_resolved(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """The resolved tokenizer options agree, or one side predates them."""
+    return "resolved_options" not in old or "resolved_options" not in new or (
+        json.dumps(old["resolved_options"], sort_keys=True) == json.dumps(new["resolved_options"], sort_keys=True))
+
+
 def same_training(old: dict[str, Any], new: dict[str, Any], keys: tuple[str, ...] = _KEYS) -> bool:
     """`old` (a trial's config.json, whose seed the caller checks, or a unit's training.json)
-    trained what `new` would; with keys=CODE_KEYS, fitted the codes `new` would."""
-    return (all(same_settings(key, old.get(key), new[key]) for key in keys)
+    trained what `new` would; with keys=CODE_KEYS, fitted the codes `new` would. Where both
+    record resolved options (defaults included), those must agree too."""
+    return (same_resolved(old, new) and all(same_settings(key, old.get(key), new[key]) for key in keys)
             and old.get("data", {}).get("fingerprint") == new["data"]["fingerprint"]
             and old.get("tokenizers") == new["tokenizers"] and old.get("seed", new["seed"]) == new["seed"])
 
@@ -73,7 +93,8 @@ def reuse_trial(config: RunConfig, settings: dict[str, Any], variant: Any, unit:
     trial_codes = folder / "codes" / f"{study}-seed{seed}.index.json"
     if not ((source / "done").exists() and (source / CHECKPOINT).exists() and _agrees(trial_codes, codes_here)):
         return {}
-    if not same_training(read_settings(folder / "config.json"), settings):
+    trained = read_settings(source / TRAINING_FILE) if (source / TRAINING_FILE).is_file() else {}
+    if not (same_training(read_settings(folder / "config.json"), settings) and same_resolved(trained, settings)):
         if variant.label == study:  # a plain row whose trial differs: worth saying; an ablation row is expected to
             log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
         return {}

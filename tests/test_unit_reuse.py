@@ -107,3 +107,25 @@ def test_reuse_units_must_name_a_results_folder(tmp_path):
     result = CliRunner().invoke(main, ["tune", "--tokenizers", "id", "--out", str(tmp_path / "t"),
                                        "--reuse-units", str(tmp_path)])
     assert result.exit_code == 2 and "bench tune takes no --reuse-units" in result.output
+
+
+def test_a_record_made_under_another_default_does_not_match(monkeypatch):
+    # a changed default is invisible in the options a run sets; the resolved options show it
+    import dataclasses
+    from types import SimpleNamespace
+
+    from bench.tokenizers import TOKENIZERS
+    from bench.unit_reuse import CODE_KEYS, same_training, training_settings
+
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["random"])
+    variant = SimpleNamespace(tokenizer="random", options={"levels": 2}, recipe={})
+    before = training_settings(config, variant, 0, "f00d")
+    assert before["resolved_options"]["random"]["levels"] == 2 and "codebook_size" in before["resolved_options"]["random"]
+    options = TOKENIZERS["random"].Options
+    changed = dataclasses.make_dataclass("Changed", [("codebook_size", int, dataclasses.field(default=7))], bases=(options,))
+    monkeypatch.setattr(TOKENIZERS["random"], "Options", changed)
+    after = training_settings(config, variant, 0, "f00d")
+    assert before["tokenizer_options"] == after["tokenizer_options"]  # what the run set is the same
+    assert not same_training(before, after) and not same_training(before, after, CODE_KEYS)
+    older = {k: v for k, v in before.items() if k != "resolved_options"}  # a record from before they were kept
+    assert same_training(older, after) and same_training(before, before)
