@@ -134,12 +134,15 @@ def _model(tok, tiny_t5):
     return T5Backbone(tok, tiny_t5).eval()
 
 
-def test_ensemble_of_one_equals_a_single_segmentation(tok, data, tiny_t5):
+def _decoding(tok, data, tiny_t5, n_users):
+    """A seeded model, its trie, and the first test users' histories with their indices."""
     backbone = _model(tok, tiny_t5)
-    trie = CodeTrie.build(backbone.item_sequences(), EOS)
-    samples = data[1].test
-    idx = np.arange(10)
-    histories = [samples.histories[i] for i in idx]
+    idx = np.arange(n_users)
+    return backbone, CodeTrie.build(backbone.item_sequences(), EOS), [data[1].test.histories[i] for i in idx], idx
+
+
+def test_ensemble_of_one_equals_a_single_segmentation(tok, data, tiny_t5):
+    backbone, trie, histories, idx = _decoding(tok, data, tiny_t5, 10)
     single = beam_search(backbone, trie, histories, 8, 8, rngs=view_rngs(0, idx))
     one = ensemble_search(backbone, trie, histories, idx, [0], 8, 8)
     assert np.array_equal(single.items, one.items)
@@ -149,11 +152,7 @@ def test_ensemble_of_one_equals_a_single_segmentation(tok, data, tiny_t5):
 
 def test_fusion_takes_every_view_s_whole_beam(tok, data, tiny_t5):
     # the release fuses n_return_sequences = maxk (50) beams per view, not only the top k
-    backbone = _model(tok, tiny_t5)
-    trie = CodeTrie.build(backbone.item_sequences(), EOS)
-    samples = data[1].test
-    idx = np.arange(20)
-    histories = [samples.histories[i] for i in idx]
+    backbone, trie, histories, idx = _decoding(tok, data, tiny_t5, 20)
     views = [0, 1, 2]
     fused = ensemble_search(backbone, trie, histories, idx, views, 8, 2)
     whole = [beam_search(backbone, trie, histories, 8, 8, rngs=view_rngs(v, idx)) for v in views]
