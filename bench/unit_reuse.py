@@ -93,8 +93,9 @@ def reuse_trial(config: RunConfig, settings: dict[str, Any], variant: Any, unit:
     trial_codes = folder / "codes" / f"{study}-seed{seed}.index.json"
     if not ((source / "done").exists() and (source / CHECKPOINT).exists() and _agrees(trial_codes, codes_here)):
         return {}
-    trained = read_settings(source / TRAINING_FILE) if (source / TRAINING_FILE).is_file() else {}
-    if not (same_training(read_settings(folder / "config.json"), settings) and same_resolved(trained, settings)):
+    # the trial's config.json predates resolved options; its unit's training.json has them since
+    if not (same_training(read_settings(folder / "config.json"), settings)
+            and same_resolved(read_settings(source / TRAINING_FILE), settings)):
         if variant.label == study:  # a plain row whose trial differs: worth saying; an ablation row is expected to
             log(f"{variant.label} seed {seed}: tuning trial {folder} was trained under other settings; training anew")
         return {}

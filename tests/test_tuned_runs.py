@@ -81,3 +81,23 @@ def test_tokenizer_options_spelled_out_at_their_default_count_as_the_same_traini
     assert same_training(saved, training_settings(config, same, 0, fingerprint))
     other = Variant("tiger-keep", "tiger", {"epochs": 5, "collisions": "keep"}, recipe)
     assert not same_training(saved, training_settings(config, other, 0, fingerprint))
+
+
+def test_a_trial_whose_unit_records_other_resolved_options_is_not_reused(tuned, tmp_path):
+    # a default changed since the trial trained: its config.json cannot show it, its unit's training.json does
+    import shutil
+
+    copy = tmp_path / "tuned"
+    shutil.copytree(tuned, copy)
+    chosen = json.loads((copy / "tuned.json").read_text())["chosen"]["id"]
+    record = copy / "trials" / f"id-{settings_hash(chosen['settings'])}" / "units" / "id-seed0" / "training.json"
+    settings = json.loads(record.read_text())
+    assert settings["resolved_options"] == {"id": {}}
+    settings["resolved_options"] = {"id": {"a_default_since_changed": 1}}
+    record.write_text(json.dumps(settings))
+    sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--tokenizers", "id", "--out", str(out), "--device", "cpu",
+                                       "--tuned", str(copy), *sets])
+    assert result.exit_code == 0, result.output
+    assert "from_tuning_trial" not in _done(out, "id")

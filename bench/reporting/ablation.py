@@ -73,7 +73,7 @@ def ablation_section(config: dict[str, Any], sig: pd.DataFrame | None, metrics: 
     table = pd.DataFrame(rows)
     first = ["variant", "what it changes"] + [c for m in ("recall", "ndcg") for c in (label(m, 10), f"{label(m, 10)} vs {ref}")]
     table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
-    return ["## Ablation", "", f"Each variant against **{ref if len(refs) == 1 else reference_names(data)}** ({split} split; mean ± std over seeds; relative "
+    return ["## Ablation", "", f"Each variant against **{reference_names(data)}** ({split} split; mean ± std over seeds; relative "
             "difference; Holm-corrected p-values of the paired t-test over users and of the seed-aware test). Code "
             "figures: mean ± std over seeds; colliding items as first assigned (argmin) and before a numbering token; "
             "CF neighbours: the share of each item's 10 nearest neighbours by CF embedding that have its level-0 code, "

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.evaluation.significance import REFERENCE_ROWS, stars  # noqa: E402
-from bench.reporting.protocol import mark_p  # noqa: E402
+from bench.reporting.protocol import mark_p, reference_names  # noqa: E402
 from bench.io import atomic_write  # noqa: E402
 
 BAR_METRICS = ("recall", "ndcg")
@@ -201,9 +201,7 @@ def effect_matrix(sig: pd.DataFrame | None, path: Path) -> Path | None:
     ax.set_xlabel("metric")
     ax.set_ylabel("tokenizer")
     test = "seed-aware test" if "p_seed_holm" in data.columns and data["p_seed_holm"].notna().any() else "paired t-test"
-    refs = list(dict.fromkeys(data["reference"]))
-    against = refs[0] if len(refs) == 1 else "each row's reference"
-    ax.set_title(f"Relative difference to {against} ({test}, Holm: * <.05, ** <.01, *** <.001)")
+    ax.set_title(f"Relative difference to {reference_names(data)} ({test}, Holm: * <.05, ** <.01, *** <.001)")
     return _save(fig, path)
 
 

@@ -26,9 +26,9 @@ Algorithm:
    counter wraps every cluster has its own token. Each item in a leaf cluster then gets a last
    token, distinct within the leaf: `last_token=sequential` (OpenP5's default, which its
    ML-100K script keeps) numbers the leaf's items <CI0>, <CI1>, ... in item-id order;
-   `random` draws them without replacement from the pool (OpenP5's other choice), seeded. An item's code is its path of cluster tokens
-   from the root plus that last token: 2 tokens for a leaf at depth 1, 3 at depth 2, ...;
-   codes differ in length between branches.
+   `random` draws them without replacement from the pool (OpenP5's other choice), seeded. An
+   item's code is its path of cluster tokens from the root plus that last token: 2 tokens for
+   a leaf at depth 1, 3 at depth 2, ...; codes differ in length between branches.
 
 Codes are unique and prefix-free by construction: they are the root-to-leaf paths of a tree
 whose sibling edges carry distinct tokens, and internal nodes hold no item. The decoding trie
@@ -80,8 +80,9 @@ Deviations from the reference code, and why:
 Presets: the paper used N = 20 clusters and k = 500 items per leaf on Amazon Beauty, Sports
 and Toys (12k-18k items), and OpenP5's ML-100K script keeps them; on ML-100K that splits the
 root once into 21 clusters of at most 154 items, so every code is 2 tokens and the clustering
-has no hierarchy below the first level (hence the `cpu` preset's k below). Our run on LETTER's Beauty (12,101 items) with those values gives
-first-level clusters of 7 to 5,042 items. Codes are 2, 3 or 4 tokens for 20%, 58% and 22% of
+has no hierarchy below the first level (hence the `cpu` preset's k below; `bench codes fit cid
+--set cid.cluster_size=500`, seed 0). Our run on LETTER's Beauty (12,101 items) with those values
+gives first-level clusters of 7 to 5,042 items. Codes are 2, 3 or 4 tokens for 20%, 58% and 22% of
 the items. The breadth-first counter draws 183 cluster tokens from the pool of 500, so no
 cluster shares a token. The fit took 479 s on a loaded 2-core machine, almost all in
 ARPACK's shift-invert on the 12k root (about 5 min). `eigen_solver=lobpcg` embeds that root

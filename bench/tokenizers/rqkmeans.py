@@ -6,9 +6,9 @@ OneRec (Deng et al. 2025: balanced k-means at every level, so codes are used eve
 Level 1 clusters the embeddings; each item's centroid is subtracted; level 2 clusters those
 residuals; and so on. As GRID's release (ResidualQuantization, `normalize_residuals: true` in
 its RQ-KMeans configs), every level's input, the embedding and each residual, is first scaled
-to unit length (`normalize_residuals`, default on). A code is the tuple of per-level cluster indices, then the collision
-policy (bench/tokenizers/collisions.py; default `suffix`: every item gets a numbering token, as
-TIGER's 4th level, so rqkmeans and tiger have the same code shape).
+to unit length (`normalize_residuals`, default on). A code is the tuple of per-level cluster
+indices, then the collision policy (bench/tokenizers/collisions.py; default `suffix`: every item
+gets a numbering token, as TIGER's 4th level, so rqkmeans and tiger have the same code shape).
 
 Choices and deviations:
 - clustering by scikit-learn's `KMeans` (k-means++ seeding, Lloyd to convergence; `n_init`
