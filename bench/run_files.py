@@ -92,11 +92,12 @@ def _comparable_tuning(old: dict[str, Any] | None, new: dict[str, Any] | None) -
 
 def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], label: str, seed: int,
                      rankings: dict[str, np.ndarray], history: list[dict], timings: dict[str, Elapsed],
-                     extra: dict | None = None, code_ranks: dict[str, np.ndarray] | None = None) -> list[tuple]:
+                     extra: dict | None = None, code_ranks: dict[str, np.ndarray] | None = None,
+                     machine: str = "") -> list[tuple]:
     """All of a unit's files, each atomic; `done` last, so a half-written unit is redone.
     `code_ranks`: per split, the targets' code-level ranks of a tokenizer that keeps
     collisions, written beside the item-level metrics as code_recall, code_ndcg, code_mrr.
-    Returns the metric rows (dataset, tokenizer, seed, split, metric, k, value)."""
+    `machine` (`stage_clock.machine_name`) goes into every timings row. Returns the metric rows (dataset, tokenizer, seed, split, metric, k, value)."""
     dataset = data.name
     metric_rows, user_frames, ranking_frames = [], [], []
     for split_name, items in rankings.items():
@@ -124,6 +125,6 @@ def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], lab
     atomic_write_csv(unit / "history.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, **h} for h in history],
                                                         columns=None if history else ["tokenizer", "seed", "epoch"]))
     atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v.wall,
-                                                          "cpu_seconds": v.cpu} for k, v in timings.items()]))
+                                                          "cpu_seconds": v.cpu, "machine": machine} for k, v in timings.items()]))
     atomic_write_text(unit / "done", json.dumps(extra or {}))
     return metric_rows

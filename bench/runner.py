@@ -29,7 +29,7 @@ from bench.locks import run_locked
 from bench.options import make_options
 from bench.prefit import fit_codes, prefit_shared_quantiser_rows
 from bench.results import merge_units
-from bench.stage_clock import Elapsed, clock, since
+from bench.stage_clock import Elapsed, clock, machine_name, since
 from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, write_unit_files
 from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
@@ -385,7 +385,7 @@ class Run:
         collisions, written beside the item-level metrics as code_recall, code_ndcg, code_mrr.
         Returns its metrics as `split/metric@k` values."""
         metric_rows = write_unit_files(unit, self.data, dict(self._splits()), label, seed, rankings, history, timings,
-                                       extra, code_ranks)
+                                       extra, code_ranks, machine_name(self.device))
         shown = "test" if self.score_test else "valid"  # a tuning trial never scores test
         at10 = {m: v for (_, _, _, sp, m, k, v) in metric_rows if sp == shown and k == 10}
         self.log(f"{label} seed {seed}: {shown} Recall@10 {at10['recall']:.4f}, NDCG@10 {at10['ndcg']:.4f}")

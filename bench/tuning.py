@@ -10,7 +10,7 @@ tokenizers of the same folder, continue the studies. A lock per tokenizer keeps 
 from running the same study at once.
 
 Outputs: `tuning.csv` (one row per trial: tokenizer, trial, settings as JSON, validation
-NDCG@10, best epoch, why training stopped, seconds) and `tuned.json` (per tokenizer the
+NDCG@10, best epoch, why training stopped, seconds, the machine) and `tuned.json` (per tokenizer the
 settings with the best validation NDCG@10, with the search that chose them), which
 `bench run --tuned DIR` applies.
 """
@@ -33,7 +33,7 @@ from bench.run_files import unit_dir
 
 SAMPLERS = ("grid", "tpe")
 TUNING_COLUMNS = ["tokenizer", "trial", "settings", "valid_ndcg@10", "best_epoch", "epochs", "stopped_by", "seconds",
-                  "cpu_seconds"]
+                  "cpu_seconds", "machine"]
 TUNABLE_SECTIONS = ("recipe",)  # settings a trial may change: the shared recipe's
 
 
@@ -104,7 +104,8 @@ def run_trial(config: RunConfig, log: Callable[[str], None]) -> dict[str, Any]:
     return {"label": label, "valid_ndcg@10": float(ndcg.iloc[0]), "best_epoch": done.get("best_epoch"),
             "epochs": done.get("epochs"), "stopped_by": done.get("stopped_by"),
             "seconds": float(timings["seconds"].sum()),
-            "cpu_seconds": None if cpu.isna().any() else float(cpu.sum())}  # None: begun before CPU time was kept
+            "cpu_seconds": None if cpu.isna().any() else float(cpu.sum()),  # None: begun before CPU time was kept
+            "machine": str(timings["machine"].iloc[0]) if "machine" in timings.columns else None}
 
 
 def make_sampler(name: str, space: dict[str, list[Any]], seed: int) -> Any:
@@ -288,7 +289,7 @@ def write_summary(out: Path, storage: Any) -> Path:
             rows.append({"tokenizer": summary.study_name, "trial": t.number, "settings": json.dumps(t.params, sort_keys=True),
                          "valid_ndcg@10": t.value, "best_epoch": result.get("best_epoch"), "epochs": result.get("epochs"),
                          "stopped_by": result.get("stopped_by"), "seconds": result.get("seconds"),
-                         "cpu_seconds": result.get("cpu_seconds")})
+                         "cpu_seconds": result.get("cpu_seconds"), "machine": result.get("machine")})
         if done:
             best = max(done, key=lambda t: (t.value, -t.number))
             results = [t.user_attrs.get("result", {}) for t in done]

@@ -19,6 +19,7 @@ from bench.config import Recipe, T5Size, default_tokenizer_options, preset_confi
 from bench.datasets import Dataset, SyntheticSpec, leave_one_out, make_synthetic, temporal_split
 from bench.errors import BenchError
 from bench.reporting.protocol import protocol_section, stopping_table
+from bench.stage_clock import machine_name
 from bench.tokenizers import FitContext, make_tokenizer
 from bench.tuning import load_tuned, summary_table, tune
 
@@ -72,6 +73,7 @@ def test_tuned_settings_become_each_tokenizers_recipe_and_are_checked(tmp_path):
     # the cost: CPU time of every trial (all measured here), summed, next to wall time
     assert (frame["cpu_seconds"] > 0).all() and best["cpu_minutes"] == round(frame["cpu_seconds"].sum() / 60, 1)
     assert best["wall_minutes"] == round(frame["seconds"].sum() / 60, 1)
+    assert (frame["machine"] == machine_name(torch.device("cpu"))).all()  # what the cost was measured on
     summary = summary_table(path).set_index("tokenizer")
     assert summary.loc["id", "CPU minutes"] == best["cpu_minutes"]
     run = dataclasses.replace(config, tuned=load_tuned(tmp_path / "t", config))

@@ -39,3 +39,19 @@ def test_runs_without_cpu_time_get_the_wall_table_only():
     frame = timings([("id", 0, "train", 100.0, 0.0)]).drop(columns="cpu_seconds")
     text = "\n".join(timing_section(frame))
     assert "## Wall time" in text and "Cost per unit" not in text
+
+
+def test_units_of_different_machines_get_their_own_rows():
+    """CPU time is only comparable on one machine: a tokenizer whose units ran on two gets a row
+    per machine (units written before machines were recorded form one more), each with its own mean."""
+    frame = timings([("tiger", 0, "train", 100.0, 600.0), ("tiger", 1, "train", 100.0, 1200.0),
+                     ("tiger", 2, "train", 100.0, 1300.0), ("id", 0, "train", 100.0, 60.0)])
+    frame["machine"] = ["EPYC, 2 cores, AVX512", "EPYC, 2 cores, AVX2", "EPYC, 2 cores, AVX2", None]
+    costs = unit_costs(frame)
+    rows = {(r["row"], r["machine"]): r for r in costs.to_dict("records")}
+    assert set(rows) == {("id", "not recorded"), ("tiger", "EPYC, 2 cores, AVX512"), ("tiger", "EPYC, 2 cores, AVX2")}
+    assert rows[("tiger", "EPYC, 2 cores, AVX2")]["train (min)"] == "20.8"  # (1200 + 1300) / 2 / 60
+    assert rows[("tiger", "EPYC, 2 cores, AVX512")]["units measured"] == "1 of 1"
+    assert "each machine has its own rows" in "\n".join(timing_section(frame))
+    one_machine = unit_costs(frame.assign(machine="EPYC, 2 cores, AVX2"))
+    assert "machine" not in one_machine.columns and list(one_machine["row"]) == ["id", "tiger"]

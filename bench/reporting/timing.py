@@ -33,27 +33,37 @@ def wall_table(timings: pd.DataFrame) -> pd.DataFrame:
 
 def unit_costs(timings: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Per tokenizer: mean CPU minutes per unit by stage and in total, over the units whose every
-    stage has a CPU time, and the training CPU seconds per epoch where history.csv has epochs."""
+    stage has a CPU time, and the training CPU seconds per epoch where history.csv has epochs.
+    When the units ran on several machines, one row per tokenizer and machine: CPU time is not
+    comparable between them (units from before machines were recorded count as one more)."""
     if "cpu_seconds" not in timings.columns:
         return None
-    units = timings[timings["tokenizer"] != "all"]
+    units = timings[timings["tokenizer"] != "all"].copy()
     if units.empty:
         return None
+    recorded = units["machine"] if "machine" in units.columns else pd.Series("", index=units.index)
+    units["machine"] = recorded.fillna("").astype(str).replace("", "not recorded")
     per_unit = units.pivot_table(index=["tokenizer", "seed"], columns="stage", values="cpu_seconds", aggfunc="sum",
                                  sort=False, dropna=False)
-    complete = units.groupby(["tokenizer", "seed"], sort=False)["cpu_seconds"].apply(lambda c: c.notna().all())
+    grouped = units.groupby(["tokenizer", "seed"], sort=False)
+    complete = grouped["cpu_seconds"].apply(lambda c: c.notna().all())
+    machine_of = grouped["machine"].first()
+    several = machine_of.nunique() > 1
     stages = [c for c in dict.fromkeys(units["stage"]) if c in per_unit.columns]
     rows = []
     for name in _ordered([str(t) for t in units["tokenizer"].unique()]):
-        keys = [k for k in complete.index if k[0] == name]
-        measured = [k for k in keys if complete[k]]
-        row: dict[str, object] = {"row": name, "units measured": f"{len(measured)} of {len(keys)}"}
-        part = per_unit.loc[measured, stages] / 60 if measured else None
-        for stage in stages:
-            row[f"{stage} (min)"] = "" if part is None or part[stage].isna().all() else f"{part[stage].mean():.1f}"
-        row["total (min)"] = "" if part is None else f"{part.sum(axis=1).mean():.1f}"
-        row["train per epoch (s)"] = _per_epoch(per_unit, measured, history)
-        rows.append(row)
+        mine = [k for k in complete.index if k[0] == name]
+        for machine in dict.fromkeys(machine_of[k] for k in mine) if several else [None]:
+            keys = [k for k in mine if machine is None or machine_of[k] == machine]
+            measured = [k for k in keys if complete[k]]
+            row: dict[str, object] = {"row": name, **({"machine": machine} if several else {}),
+                                      "units measured": f"{len(measured)} of {len(keys)}"}
+            part = per_unit.loc[measured, stages] / 60 if measured else None
+            for stage in stages:
+                row[f"{stage} (min)"] = "" if part is None or part[stage].isna().all() else f"{part[stage].mean():.1f}"
+            row["total (min)"] = "" if part is None else f"{part.sum(axis=1).mean():.1f}"
+            row["train per epoch (s)"] = _per_epoch(per_unit, measured, history)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -74,5 +84,7 @@ def timing_section(timings: pd.DataFrame | None, history: pd.DataFrame | None = 
         lines += ["## Cost per unit (CPU time)", "",
                   "Core-minutes per unit (one tokenizer, one seed), mean over the units that recorded CPU time; "
                   "unlike wall time it does not depend on how busy the machine was. Training per epoch: CPU "
-                  "seconds of training divided by the unit's epochs.", "", md_table(costs), ""]
+                  "seconds of training divided by the unit's epochs." + (
+                      " CPU time compares only units of one machine, so when units ran on several each machine "
+                      "has its own rows." if "machine" in costs.columns else ""), "", md_table(costs), ""]
     return lines
