@@ -67,6 +67,9 @@ class Recipe:
     epochs: int = 200
     samples_per_epoch: int = 0  # 0 = every training sample; else a fresh random subset each epoch
     patience: int = 10  # evaluations without a better validation score before stopping
+    # epochs before patience may end training (0 = none): validation of a young model dips for
+    # several epochs while it still improves, and patience alone would take such a dip for the end
+    min_epochs: int = 0
     # the validation score that stops training and picks the restored epoch: ndcg (NDCG@10 of
     # a constrained beam search) or loss (the teacher-forced training loss on the validation
     # targets, as LETTER-TIGER's Hugging Face Trainer; a forward pass, no beams)
@@ -90,6 +93,7 @@ class Recipe:
         check(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
         check(self.batch_size > 0 and self.epochs > 0 and self.eval_every > 0, "batch_size, epochs, eval_every must be > 0")
         check(self.patience > 0, "patience must be > 0")
+        check(self.min_epochs >= 0, "min_epochs must be >= 0 (0 = none)")
         check(self.valid_users >= 0, "valid_users must be >= 0")
         check(self.samples_per_epoch >= 0, "samples_per_epoch must be >= 0")
         check(self.tau > 0, "tau must be > 0")
@@ -135,12 +139,18 @@ _PRESET_RECIPES: dict[str, dict[str, Any]] = {
     # patience 4 on all validation users (the release's patience-to-cap ratio, 20 of 200 epochs:
     # validation NDCG@10 on 943 users dips for an epoch or two by ~.005-.008, which patience 2
     # mistook for the end): training ends when validation stops improving, not at the cap (each
-    # unit records which). max_input_tokens 100: the full 20-item history of every
+    # unit records which). min_epochs 10 (a quarter of the cap): patience cannot end training
+    # before epoch 10. LETTER's validation NDCG@10 fell for four epochs after a peak at epoch 3
+    # and then rose past it (lr 3e-3/wd 0.1 trial: .050 at 3, .045 .039 .048, .052 at 7, .057
+    # at 9), so patience 4 ended two LETTER units at epoch 7 on such a dip, one of them on the
+    # very settings whose search trial rose to its best at epoch 11; every other unit trained at
+    # least 13 epochs (validation curves in results/tune-ml100k-cpu and results/reference-protocol).
+    # max_input_tokens 100: the full 20-item history of every
     # code of at most 5 tokens (id, tiger, letter); titles (~9 tokens with <sep> on ML-100K) keep
     # their last ~10 items, which makes a text training step 4.3x cheaper (`bench perf
     # --input-budgets 0,100`)
     "cpu": {"lr": 1e-3, "weight_decay": 0.01, "schedule": "constant", "epochs": 40, "samples_per_epoch": 0,
-            "patience": 4, "valid_users": 0, "batch_size": 128, "max_input_tokens": 100},
+            "patience": 4, "min_epochs": 10, "valid_users": 0, "batch_size": 128, "max_input_tokens": 100},
     # paper: LETTER-TIGER's release (run_train.sh, finetune.py): an effective batch of 1024
     # (256 per device x 2 GPUs x 2 accumulation steps), lr 5e-4, AdamW with weight decay 0.01,
     # cosine schedule with 1 % warm-up, up to 200 epochs, early stopping with patience 20 on

@@ -237,7 +237,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
         result.history.append(row)
         if on_epoch is not None and main:
             on_epoch(row)
-        stopped = waited >= recipe.patience
+        stopped = waited >= recipe.patience and epoch >= recipe.min_epochs
         if checkpoint is not None:
             used = since(start)
             state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "stopped": stopped, "best": best, "waited": waited,

@@ -153,6 +153,22 @@ def test_training_restores_the_best_epoch_and_records_patience(monkeypatch):
     assert not all(torch.equal(v, states[3][k]) for k, v in backbone.state_dict().items())  # not the last epoch's
 
 
+def test_patience_cannot_stop_training_before_min_epochs(monkeypatch):
+    """Validation dips for three evaluations after epoch 1: patience 2 alone stops at epoch 3;
+    with min_epochs 5 training goes on, finds the better epoch 5 and stops two evaluations later."""
+    backbone, split = _id_backbone()
+    valid = split.valid.subset(np.arange(10))
+    scores = [0.3, 0.1, 0.1, 0.1, 0.5, 0.2, 0.2, 0.2]
+    _scripted_validation(monkeypatch, backbone, scores)
+    early = training.train(backbone, split.train, valid, Recipe(epochs=10, patience=2, batch_size=64), 0,
+                           log=lambda m: None)
+    assert (early.stopped_by, early.best_epoch, len(early.history)) == ("patience", 1, 3)
+    _scripted_validation(monkeypatch, backbone, scores)
+    later = training.train(backbone, split.train, valid, Recipe(epochs=10, patience=2, min_epochs=5, batch_size=64),
+                           0, log=lambda m: None)
+    assert (later.stopped_by, later.best_epoch, len(later.history)) == ("patience", 5, 7)
+
+
 def test_training_that_reaches_the_cap_says_so(monkeypatch):
     backbone, split = _id_backbone()
     _scripted_validation(monkeypatch, backbone, [0.1, 0.2, 0.3])
@@ -198,6 +214,14 @@ def test_stopping_is_inferred_for_runs_that_did_not_record_it():
                             "best_epoch": [4] * 4 + [2] * 4})
     table = stopping_table(history, {"epochs": 4, "patience": 2})
     assert table["stopped by"].tolist() == ["CAP: not converged (inferred)", "patience (inferred)"]
+
+
+def test_the_report_states_the_minimum_number_of_epochs():
+    history = pd.DataFrame({"tokenizer": ["a"] * 3, "seed": 0, "epoch": [1, 2, 3], "best_epoch": 1, "stopped_by": "patience"})
+    section = lambda recipe: "\n".join(protocol_section({"data_options": {}, "recipe": recipe}, history, str))  # noqa: E731
+    assert "patience 4 evaluations without a better validation NDCG@10, not before epoch 10, cap 40" in section(
+        {"patience": 4, "min_epochs": 10, "epochs": 40})
+    assert "not before epoch" not in section({"patience": 4, "epochs": 40})
 
 
 # -- leakage ----------------------------------------------------------------------------------------

@@ -136,9 +136,10 @@ def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_ta
     stops = stopping_table(history, config.get("recipe") or {})
     if stops is not None:
         capped = stops[stops["stopped by"].astype(str).str.startswith("CAP")]
-        lines += [f"Why each unit stopped (patience {(config.get('recipe') or {}).get('patience', '')} evaluations "
-                  f"without a better validation NDCG@10, cap {(config.get('recipe') or {}).get('epochs', '')} epochs):", "",
-                  md_table(stops), ""]
+        recipe = config.get("recipe") or {}
+        floor = f", not before epoch {recipe['min_epochs']}" if recipe.get("min_epochs") else ""
+        lines += [f"Why each unit stopped (patience {recipe.get('patience', '')} evaluations without a better "
+                  f"validation NDCG@10{floor}, cap {recipe.get('epochs', '')} epochs):", "", md_table(stops), ""]
         if not capped.empty:
             lines += [f"**{len(capped)} unit(s) stopped at the epoch cap while validation was still improving: "
                       "they may not have converged.**", ""]
