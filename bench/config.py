@@ -318,17 +318,36 @@ def same_settings(section: str, old: Any, new: Any) -> bool:
     A field added since (absent in `old`) counts as equal at its default, and under
     `tokenizer_options` only tokenizers both know are compared, so a folder made before a
     tokenizer or an option existed is resumed; any other difference is another setting."""
+    return not setting_differences(section, old, new)
+
+
+def setting_differences(section: str, old: Any, new: Any) -> list[str]:
+    """What differs between saved settings (`old`) and this run's (`new`), one entry per
+    field as `name: OLD there, NEW here` (empty when `same_settings`), so that an error can
+    say which setting stops a folder from being resumed."""
     if not isinstance(old, dict) or not isinstance(new, dict):
-        return json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
+        return [] if _same(old, new) else [f"{_shown(old)} there, {_shown(new)} here"]
     if section == "tokenizer_options":
-        return all(_same_fields(old[name], new[name], _defaults("tokenizer", name)) for name in set(old) & set(new))
-    return _same_fields(old, new, _defaults(section))
+        return [f"{name}.{d}" for name in sorted(set(old) & set(new))
+                for d in _field_differences(old[name], new[name], _defaults("tokenizer", name))]
+    return _field_differences(old, new, _defaults(section))
 
 
-def _same_fields(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> bool:
-    def same(a: Any, b: Any) -> bool:
-        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
-    if set(old) - set(new):  # a field that no longer exists: its setting may have meant something
-        return False
-    return all(same(old[k], v) if k in old else (k in defaults and same(defaults[k], v)) for k, v in new.items())
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _field_differences(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    # a field that no longer exists: its setting may have meant something
+    out = [f"{k}: {_shown(old[k])} there, no longer a setting" for k in sorted(set(old) - set(new))]
+    for k, v in new.items():
+        if k in old and not _same(old[k], v):
+            out.append(f"{k}: {_shown(old[k])} there, {_shown(v)} here")
+        elif k not in old and not (k in defaults and _same(defaults[k], v)):
+            was = f"absent (default {_shown(defaults[k])})" if k in defaults else "absent"
+            out.append(f"{k}: {was} there, {_shown(v)} here")
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import same_settings
+from bench.config import setting_differences
 from bench.datasets import Dataset, Samples
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, target_ranks, tidy_means
@@ -70,8 +70,10 @@ def merge_saved_config(path: Path, resolved: dict[str, Any], out: Path) -> dict[
         new_value = resolved[key] if key != "data" else resolved["data"]["fingerprint"]
         if key == "tuned":  # runs of other tokenizers may share the folder: same search, same choices
             old_value, new_value = _comparable_tuning(old_value, new_value)
-        if not same_settings(key, old_value, new_value):
-            raise BenchError(f"{out}: holds a run with another {key}; use another --out or delete the folder")
+        differences = setting_differences(key, old_value, new_value)
+        if differences:
+            raise BenchError(f"{out}: holds a run with another {key} ({'; '.join(differences)}); "
+                             "use another --out or delete the folder")
     if old.get("tuned") and resolved["tuned"]:
         resolved["tuned"]["chosen"] = {**old["tuned"]["chosen"], **resolved["tuned"]["chosen"]}
     resolved["tokenizers"] = list(dict.fromkeys(old.get("tokenizers", []) + resolved_tokenizers))

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from bench.config import RunConfig, same_settings
+from bench.config import RunConfig, setting_differences
 from bench.errors import BenchError
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.run_files import unit_dir
@@ -265,11 +265,13 @@ def _check_folder(out: Path, config: RunConfig, space: dict[str, list[Any]], sam
             raise BenchError(f"{path}: unreadable ({type(e).__name__}); use another --out") from None
         for key, value in search.items():
             if key == "base":
-                differs = [k for k, v in value.items() if not same_settings(k, (old.get("base") or {}).get(k, v), v)]
+                saved = old.get("base") or {}
+                differs = [(k, d) for k, v in value.items() for d in setting_differences(k, saved.get(k, v), v)]
             else:
-                differs = [] if same_settings(key, old.get(key), value) else [key]
+                differs = [(key, d) for d in setting_differences(key, old.get(key), value)]
             if differs:
-                raise BenchError(f"{out}: holds a search with another {differs[0]}; use another --out")
+                raise BenchError(f"{out}: holds a search with another {differs[0][0]} "
+                                 f"({'; '.join(d for _, d in differs)}); use another --out")
     else:
         atomic_write_text(path, json.dumps(search, indent=2))
 
@@ -334,8 +336,9 @@ def load_tuned(folder: Path, config: RunConfig) -> dict[str, Any]:
         if json.dumps(search.get(key), sort_keys=True) != json.dumps(value, sort_keys=True):
             raise BenchError(f"{path}: tuned with {key} {search.get(key)!r}, but this run uses {value!r}")
     for key, value in base_settings(config).items():
-        if key in (search.get("base") or {}) and not same_settings(key, search["base"][key], value):
-            raise BenchError(f"{path}: tuned with other {key} settings than this run's (a --set differs?)")
+        differences = setting_differences(key, search["base"][key], value) if key in (search.get("base") or {}) else []
+        if differences:
+            raise BenchError(f"{path}: tuned with other {key} settings than this run's ({'; '.join(differences)})")
     from bench.tokenizers import make_tokenizer
 
     labels = {make_tokenizer(spec, config.options_for(spec)).label for spec in config.tokenizers}

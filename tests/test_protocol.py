@@ -311,9 +311,9 @@ def test_a_tuning_folder_holds_one_search_and_tuned_settings_need_the_same_base(
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
     tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
     other = preset_config("quick", {**TINY, "recipe.patience": "5"}, dataset="synthetic", tokenizers=["id"], device="cpu")
-    with pytest.raises(BenchError, match="another recipe"):
+    with pytest.raises(BenchError, match=r"another recipe \(patience: 2 there, 5 here\)"):
         tune(other, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
-    with pytest.raises(BenchError, match="other recipe settings"):
+    with pytest.raises(BenchError, match=r"other recipe settings than this run's \(patience: 2 there, 5 here\)"):
         load_tuned(tmp_path / "t", other)
 
 

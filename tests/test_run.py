@@ -61,7 +61,22 @@ def test_bench_run_end_to_end_and_resume(tmp_path):
 
     # a changed recipe may not reuse the folder
     result = CliRunner().invoke(main, ["run", "--tokenizers", "id", "--out", str(out), *TINY, "--set", "recipe.lr=0.1"])
-    assert result.exit_code == 2 and "another recipe" in result.output
+    assert result.exit_code == 2 and "another recipe" in result.output and "0.1 here" in result.output
+
+
+def test_setting_differences_name_each_field_and_accept_a_new_field_at_its_default():
+    from bench.config import same_settings, setting_differences
+
+    saved = {"lr": 0.001, "patience": 4}  # written before min_epochs existed
+    assert setting_differences("recipe", saved, {"lr": 0.001, "patience": 4, "min_epochs": 0}) == []
+    assert setting_differences("recipe", saved, {"lr": 0.001, "patience": 4, "min_epochs": 10}) == [
+        "min_epochs: absent (default 0) there, 10 here"]
+    assert setting_differences("recipe", saved, {"lr": 0.003, "patience": 4}) == ["lr: 0.001 there, 0.003 here"]
+    assert setting_differences("recipe", {**saved, "gone": 1}, saved) == ["gone: 1 there, no longer a setting"]
+    assert setting_differences("tokenizer_options", {"letter": {"alpha": 0.02}, "id": {}},
+                               {"letter": {"alpha": 0.0}}) == ["letter.alpha: 0.02 there, 0.0 here"]
+    assert setting_differences("preset", "cpu", "quick") == ['"cpu" there, "quick" here']
+    assert same_settings("recipe", saved, {"lr": 0.001, "patience": 4, "min_epochs": 0})
 
 
 def test_every_registered_tokenizer_can_be_built():
