@@ -206,6 +206,22 @@ def report_cmd(run_dir: Path, reference: str | None) -> None:
     click.echo(str(build_report(run_dir, options)))
 
 
+@main.command("supersede")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("names", nargs=-1, required=True)
+@click.option("--why", required=True, help="Why the results are set aside (kept in superseded.csv and the report).")
+@click.option("--drop-codes", is_flag=True, help="Run folder: also delete the units' codes (when the codes changed).")
+@user_errors
+def supersede_cmd(folder: Path, names: tuple[str, ...], why: str, drop_codes: bool) -> None:
+    """Set finished results aside so that a rerun trains them again: units (LABEL-seedN) of a run
+    folder or trials (TOKENIZER:NUMBER) of a tuning folder. Their figures and --why go into
+    FOLDER/superseded.csv; rerun the same bench run / tune afterwards, then bench report."""
+    from bench.superseding import supersede
+
+    for row in supersede(folder, list(names), why, drop_codes):
+        click.echo("superseded: " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "why"))
+
+
 @main.command("plot")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @user_errors

@@ -12,7 +12,8 @@ from running the same study at once.
 Outputs: `tuning.csv` (one row per trial: tokenizer, trial, settings as JSON, validation
 NDCG@10, best epoch, why training stopped, seconds, the machine) and `tuned.json` (per tokenizer the
 settings with the best validation NDCG@10, with the search that chose them), which
-`bench run --tuned DIR` applies.
+`bench run --tuned DIR` applies. Trials that `bench supersede` set aside (`superseded.csv`) count
+for nothing: their settings run again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SAMPLERS = ("grid", "tpe")
 TUNING_COLUMNS = ["tokenizer", "trial", "settings", "valid_ndcg@10", "best_epoch", "epochs", "stopped_by", "seconds",
                   "cpu_seconds", "machine"]
 TUNABLE_SECTIONS = ("recipe",)  # settings a trial may change: the shared recipe's
+SUPERSEDED = "superseded.csv"  # trials set aside by `bench supersede`: they no longer count
 
 
 def parse_space(values: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
@@ -157,14 +159,15 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
         with FileLock(str(out / "locks" / f"{label}.lock"), timeout=1):
             study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
                                         sampler=make_sampler(sampler, space, config.seeds[0]))
-            _requeue_unfinished(study)
+            set_aside = {number for name, number in superseded_trials(out) if name == label}
+            _requeue_unfinished(study, set_aside)
             # a grid sampler stops its study once every grid point has a finished trial, failed
             # ones included: with several failed trials queued again, one call runs each
-            while (remaining := n_trials - _n_finished(study)) > 0:
+            while (remaining := n_trials - _n_finished(study, set_aside)) > 0:
                 # the summary after every trial, so a search stopped part-way shows what it has done
                 study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining,
                                callbacks=[lambda *_: write_summary(out, storage)])
-                if n_trials - _n_finished(study) == remaining:  # nothing finished: do not loop
+                if n_trials - _n_finished(study, set_aside) == remaining:  # nothing finished: do not loop
                     break
         write_summary(out, storage)
     return write_summary(out, storage)
@@ -203,10 +206,10 @@ def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path
                          + "; ".join(failed))
 
 
-def _requeue_unfinished(study: Any) -> None:
-    """Trials left running by a killed process (the lock says no other one is at it) or failed
-    are queued again, once per settings that have no finished trial: the same settings run
-    again, and their folder resumes where it stopped."""
+def _requeue_unfinished(study: Any, set_aside: set[int]) -> None:
+    """Trials left running by a killed process (the lock says no other one is at it), failed
+    or set aside (trial numbers `set_aside`) are queued again, once per settings that have no
+    finished trial: the same settings run again, and their folder resumes where it stopped."""
     import optuna
 
     State = optuna.trial.TrialState
@@ -214,18 +217,31 @@ def _requeue_unfinished(study: Any) -> None:
     for frozen in study.get_trials(deepcopy=False, states=(State.RUNNING,)):
         study._storage.set_trial_state_values(frozen._trial_id, State.FAIL)
     trials = study.get_trials(deepcopy=False)
-    settled = {key(t.params) for t in trials if t.state == State.COMPLETE}
+    settled = {key(t.params) for t in trials if t.state == State.COMPLETE and t.number not in set_aside}
     settled |= {key(t.system_attrs.get("fixed_params", {})) for t in trials if t.state == State.WAITING}
     for frozen in trials:
-        if frozen.state == State.FAIL and key(frozen.params) not in settled:
+        if (frozen.state == State.FAIL or frozen.number in set_aside) and key(frozen.params) not in settled:
             study.enqueue_trial(frozen.params)
             settled.add(key(frozen.params))
 
 
-def _n_finished(study: Any) -> int:
+def _n_finished(study: Any, set_aside: set[int]) -> int:
     import optuna
 
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sum(t.number not in set_aside for t in finished)
+
+
+def superseded_trials(out: Path) -> set[tuple[str, int]]:
+    """(tokenizer, trial number) of the trials `bench supersede` set aside in tuning folder `out`."""
+    path = out / SUPERSEDED
+    if not path.is_file():
+        return set()
+    try:
+        rows = pd.read_csv(path, usecols=["tokenizer", "trial"])
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise BenchError(f"{path}: not a list of superseded trials ({type(e).__name__})") from None
+    return {(str(t), int(n)) for t, n in rows.itertuples(index=False)}
 
 
 def trial_folder(out: Path, spec: str, settings: dict[str, Any]) -> Path:
@@ -282,10 +298,11 @@ def write_summary(out: Path, storage: Any) -> Path:
     import optuna
 
     search = json.loads((out / "search.json").read_text())
-    rows, chosen = [], {}
+    rows, chosen, set_aside = [], {}, superseded_trials(out)
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+                and (summary.study_name, t.number) not in set_aside]
         for t in sorted(done, key=lambda t: t.number):
             result = t.user_attrs.get("result", {})
             rows.append({"tokenizer": summary.study_name, "trial": t.number, "settings": json.dumps(t.params, sort_keys=True),

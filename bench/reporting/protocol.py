@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.errors import DataError
 from bench.evaluation.significance import stars
 
 
@@ -143,4 +144,35 @@ def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_ta
         if not capped.empty:
             lines += [f"**{len(capped)} unit(s) stopped at the epoch cap while validation was still improving: "
                       "they may not have converged.**", ""]
+    set_aside = superseded_table(run_dir)
+    if set_aside is not None:
+        lines += [f"Set aside (`bench supersede`, `superseded.csv`): {len(set_aside)} unit(s) made under an earlier "
+                  "rule, default or fit, then trained again; they are in no other table or test of this report:", "",
+                  md_table(set_aside), ""]
     return lines
+
+
+def superseded_table(run_dir: Path | None) -> pd.DataFrame | None:
+    """The units a run folder set aside, with the test figures they had and why."""
+    path = None if run_dir is None else Path(run_dir) / "superseded.csv"
+    if path is None or not path.is_file():
+        return None
+    try:
+        rows = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(path, f"unreadable ({type(e).__name__})") from None
+    if not {"tokenizer", "seed", "why"} <= set(rows.columns):
+        raise DataError(path, "not a list of superseded units (needs tokenizer, seed, why)")
+    if rows.empty:
+        return None
+
+    def column(name: str, shown: Any) -> list[str]:
+        values = rows[name] if name in rows.columns else pd.Series([np.nan] * len(rows))
+        return ["" if pd.isna(v) else shown(v) for v in values]
+
+    best = [f" ({b})" if b else "" for b in column("best_epoch", lambda v: str(int(v)))]
+    return pd.DataFrame({"row": rows["tokenizer"], "seed": rows["seed"],
+                         "test R@10": column("test_recall@10", lambda v: f"{v:.4f}"),
+                         "test N@10": column("test_ndcg@10", lambda v: f"{v:.4f}"),
+                         "epochs (best)": [e + b for e, b in zip(column("epochs", lambda v: str(int(v))), best)],
+                         "why": rows["why"]})

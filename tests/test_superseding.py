@@ -1,0 +1,82 @@
+"""`bench supersede`: a finished unit or trial leaves the results with its figures and reason
+in superseded.csv, the report lists it, and a rerun of the same command trains it again."""
+
+import json
+
+import pandas as pd
+from click.testing import CliRunner
+
+from bench.cli import main
+
+TINY = [x for k, v in {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "2",
+                       "recipe.valid_users": "0", "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2",
+                       "t5.d_kv": "16", "t5.num_layers": "1", "t5.num_decoder_layers": "1"}.items()
+        for x in ("--set", f"{k}={v}")]
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_superseded_unit_is_listed_with_its_figures_and_trained_again(tmp_path):
+    out = tmp_path / "run"
+    run = ["run", "--tokenizers", "id", "--out", str(out), "--seeds", "0,1", "--device", "cpu", *TINY]
+    invoke(run)
+    unit = out / "units" / "id-seed0"
+    metrics = pd.read_csv(unit / "metrics.csv").query("split == 'test' and metric == 'ndcg' and k == 10")
+    codes = (out / "codes" / "id-seed0.index.json").read_bytes()
+    done = json.loads((unit / "done").read_text())
+
+    invoke(["supersede", str(out), "id-seed0", "--why", "an earlier stopping rule"])
+    row = pd.read_csv(out / "superseded.csv").iloc[0]
+    assert (row["tokenizer"], row["seed"], row["why"]) == ("id", 0, "an earlier stopping rule")
+    assert row["test_ndcg@10"] == metrics["value"].iloc[0]
+    assert (row["epochs"], row["best_epoch"]) == (done["epochs"], done["best_epoch"])
+    assert not unit.exists() and (out / "codes" / "id-seed0.index.json").read_bytes() == codes  # codes kept
+    assert set(pd.read_csv(out / "metrics.csv").query("tokenizer == 'id'")["seed"]) == {1}  # merged without it
+
+    rerun = invoke(run)
+    assert "id seed 1: done already" in rerun.output and "id seed 0: done already" not in rerun.output
+    assert (unit / "done").exists()
+    report = (out / "report.md").read_text()
+    assert "Set aside (`bench supersede`" in report and "an earlier stopping rule" in report
+
+
+def test_supersede_refuses_what_it_cannot_find_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    invoke(["run", "--tokenizers", "id", "--out", str(out), "--device", "cpu", *TINY])
+    for names, why, message in ((["id-seed7"], "x", "not a finished unit"), (["id"], "x", "not a unit name"),
+                                (["id-seed0"], " ", "--why must say")):
+        result = CliRunner().invoke(main, ["supersede", str(out), *names, "--why", why])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["supersede", str(tmp_path), "id-seed0", "--why", "x"])
+    assert result.exit_code == 2 and "neither a run folder" in result.output
+    (out / "superseded.csv").write_text("nothing,useful\n1,2\n")
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 2 and "superseded.csv: not a list of superseded units" in result.output
+
+
+def test_a_superseded_trial_no_longer_counts_and_runs_again(tmp_path):
+    out = tmp_path / "tune"
+    tune = ["tune", "--tokenizers", "id", "--space", "recipe.lr=0.001,0.003", "--out", str(out), "--device", "cpu",
+            *TINY]
+    invoke(tune)
+    first = pd.read_csv(out / "tuning.csv")
+    assert len(first) == 2
+    lr3 = first[first["settings"].str.contains("0.003")].iloc[0]
+
+    invoke(["supersede", str(out), f"id:{lr3['trial']}", "--why", "trained under an earlier rule"])
+    row = pd.read_csv(out / "superseded.csv").iloc[0]
+    assert (row["tokenizer"], row["trial"], row["valid_ndcg@10"]) == ("id", lr3["trial"], lr3["valid_ndcg@10"])
+    assert len(pd.read_csv(out / "tuning.csv")) == 1
+    assert json.loads((out / "tuned.json").read_text())["chosen"]["id"]["complete"] is False
+    result = CliRunner().invoke(main, ["supersede", str(out), f"id:{lr3['trial']}", "--why", "again"])
+    assert result.exit_code == 2 and "already in superseded.csv" in result.output
+
+    invoke(tune)
+    again = pd.read_csv(out / "tuning.csv")
+    assert len(again) == 2 and again["trial"].max() > first["trial"].max()  # a new trial of the same settings
+    assert sorted(again["settings"]) == sorted(first["settings"])
+    assert json.loads((out / "tuned.json").read_text())["chosen"]["id"]["complete"] is True
