@@ -146,9 +146,9 @@ def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_ta
                       "they may not have converged.**", ""]
     set_aside = superseded_table(run_dir)
     if set_aside is not None:
-        lines += [f"Set aside (`bench supersede`, `superseded.csv`): {len(set_aside)} unit(s) made under an earlier "
-                  "rule, default or fit, then trained again; they are in no other table or test of this report:", "",
-                  md_table(set_aside), ""]
+        lines += [f"Set aside (`bench supersede`, `superseded.csv`): {len(set_aside)} unit(s) made under an "
+                  "earlier rule, default or fit (a rerun trains them again under today's); they are in no other "
+                  "table or test of this report:", "", md_table(set_aside), ""]
     return lines
 
 
