@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import setting_differences
+from bench.config import same_settings, setting_differences
 from bench.datasets import Dataset, Samples
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, target_ranks, tidy_means
@@ -69,8 +69,9 @@ def merge_saved_config(path: Path, resolved: dict[str, Any], out: Path) -> dict[
         old_value = old.get(key) if key != "data" else old.get("data", {}).get("fingerprint")
         new_value = resolved[key] if key != "data" else resolved["data"]["fingerprint"]
         if key == "tuned":  # runs of other tokenizers may share the folder: same search, same choices
-            old_value, new_value = _comparable_tuning(old_value, new_value)
-        differences = setting_differences(key, old_value, new_value)
+            differences = tuning_differences(old_value, new_value, _unit_labels(out))
+        else:
+            differences = setting_differences(key, old_value, new_value)
         if differences:
             raise BenchError(f"{out}: holds a run with another {key} ({'; '.join(differences)}); "
                              "use another --out or delete the folder")
@@ -82,14 +83,26 @@ def merge_saved_config(path: Path, resolved: dict[str, Any], out: Path) -> dict[
     return resolved
 
 
-def _comparable_tuning(old: dict[str, Any] | None, new: dict[str, Any] | None) -> tuple[Any, Any]:
+def _unit_labels(out: Path) -> set[str]:
+    """The labels of the units a run folder holds, finished or begun (LABEL of LABEL-seedN)."""
+    return {p.name.rpartition("-seed")[0] for p in (Path(out) / "units").glob("*-seed*") if p.is_dir()}
+
+
+def tuning_differences(old: dict[str, Any] | None, new: dict[str, Any] | None,
+                       labels: set[str] | None = None) -> list[str]:
     """What two runs sharing a folder must agree on about --tuned: the search, and the choice
-    for every tokenizer both of them train (each may name only its own tokenizers)."""
+    for every tokenizer both of them train (each may name only its own tokenizers) that has
+    units in the folder (`labels`; None: every one). A choice no unit was trained with yet (its
+    search reopened after a trial was set aside) gives way to the new one."""
     if not old or not new:
-        return old or None, new or None
-    common = sorted(set(old["chosen"]) & set(new["chosen"]))
-    return ([old["search"], {k: old["chosen"][k]["settings"] for k in common}],
-            [new["search"], {k: new["chosen"][k]["settings"] for k in common}])
+        return [] if not old and not new else ["--tuned " + ("absent" if not old else "given") + " there"]
+    if not same_settings("tuned", old["search"], new["search"]):
+        return ["the search (search.json) differs"]
+    trained = lambda name: labels is None or any(x == name or x.startswith(name + "-") for x in labels)  # noqa: E731
+    return [f"{name}: {json.dumps(old['chosen'][name]['settings'])} there, {json.dumps(new['chosen'][name]['settings'])} "
+            f"here (supersede or delete its units to train it with the new choice)"
+            for name in sorted(set(old["chosen"]) & set(new["chosen"]))
+            if trained(name) and old["chosen"][name]["settings"] != new["chosen"][name]["settings"]]
 
 
 def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], label: str, seed: int,

@@ -271,18 +271,19 @@ def test_movielens_keeps_timestamps_for_the_temporal_split():
 
 
 def test_runs_sharing_a_folder_may_name_different_tuned_tokenizers_but_not_other_choices():
-    from bench.run_files import _comparable_tuning
+    from bench.run_files import tuning_differences
 
     search = {"space": {"recipe.lr": [1, 2]}, "seed": 0}
     a = {"search": search, "chosen": {"id": {"settings": {"recipe.lr": 1}}}}
     b = {"search": search, "chosen": {"text": {"settings": {"recipe.lr": 2}}}}
-    left, right = _comparable_tuning(a, b)
-    assert left == right  # one lane runs id, the other text: fine
+    assert tuning_differences(a, b) == []  # one lane runs id, the other text: fine
     c = {"search": search, "chosen": {"id": {"settings": {"recipe.lr": 2}}}}
-    left, right = _comparable_tuning(a, c)
-    assert left != right  # the same tokenizer with another choice: refused
-    left, right = _comparable_tuning(a, {"search": {**search, "seed": 1}, "chosen": {}})
-    assert left != right
+    assert tuning_differences(a, c)[0].startswith('id: {"recipe.lr": 1} there, {"recipe.lr": 2} here')
+    assert tuning_differences(a, c, labels={"id", "text"})  # the folder has units of id: refused
+    assert tuning_differences(a, c, labels={"id-keep"})  # or of one of its variants
+    assert tuning_differences(a, c, labels={"text", "idx"}) == []  # none trained with the old choice: it gives way
+    assert tuning_differences(a, {"search": {**search, "seed": 1}, "chosen": {}}) == ["the search (search.json) differs"]
+    assert tuning_differences(a, None) == ["--tuned given there"]
 
 
 def test_a_failed_or_killed_trial_is_run_again_on_the_next_call(tmp_path, monkeypatch):
