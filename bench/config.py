@@ -333,12 +333,12 @@ def setting_differences(section: str, old: Any, new: Any) -> list[str]:
     return _field_differences(old, new, _defaults(section))
 
 
-def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-
 def _shown(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return _shown(a) == _shown(b)
 
 
 def _field_differences(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any]) -> list[str]:

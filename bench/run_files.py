@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import same_settings, setting_differences
+from bench.config import setting_differences
 from bench.datasets import Dataset, Samples
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, target_ranks, tidy_means
@@ -96,8 +96,9 @@ def tuning_differences(old: dict[str, Any] | None, new: dict[str, Any] | None,
     search reopened after a trial was set aside) gives way to the new one."""
     if not old or not new:
         return [] if not old and not new else ["--tuned " + ("absent" if not old else "given") + " there"]
-    if not same_settings("tuned", old["search"], new["search"]):
-        return ["the search (search.json) differs"]
+    search = setting_differences("search", old["search"], new["search"])
+    if search:
+        return [f"search {d}" for d in search]
     trained = lambda name: labels is None or any(x == name or x.startswith(name + "-") for x in labels)  # noqa: E731
     return [f"{name}: {json.dumps(old['chosen'][name]['settings'])} there, {json.dumps(new['chosen'][name]['settings'])} "
             f"here (supersede or delete its units to train it with the new choice)"

@@ -21,7 +21,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.io import atomic_write_csv
-from bench.results import has_units, merge_units
+from bench.results import RESULT_FILES
 from bench.run_files import unit_dir
 from bench.tuning import SUPERSEDED, TUNING_COLUMNS, settings_hash, superseded_trials, write_summary
 
@@ -40,10 +40,7 @@ def supersede(folder: Path, names: list[str], why: str, drop_codes: bool = False
         return [supersede_trial(folder, name, why) for name in names]
     if not (folder / "config.json").is_file():
         raise BenchError(f"{folder}: neither a run folder (config.json) nor a tuning folder (search.json)")
-    rows = [supersede_unit(folder, name, why, drop_codes) for name in names]
-    if has_units(folder):
-        merge_units(folder)
-    return rows
+    return [supersede_unit(folder, name, why, drop_codes) for name in names]
 
 
 def supersede_unit(run_dir: Path, name: str, why: str, drop_codes: bool) -> dict[str, Any]:
@@ -60,6 +57,12 @@ def supersede_unit(run_dir: Path, name: str, why: str, drop_codes: bool) -> dict
            "epochs": done.get("epochs"), "codes_md5": _md5(codes), "why": why}
     _append(run_dir / SUPERSEDED, row, UNIT_COLUMNS)
     shutil.rmtree(unit)
+    for merged in (run_dir / f for f in RESULT_FILES):  # the unit's rows leave the merged files
+        if merged.is_file() and merged.stat().st_size > 1:
+            frame = pd.read_csv(merged, dtype=str, keep_default_na=False)
+            kept = frame[~((frame["tokenizer"] == label) & (frame["seed"] == seed))]
+            if len(kept) < len(frame):
+                atomic_write_csv(merged, kept)
     if drop_codes:
         for path in (codes, codes.with_suffix(".state.json")):
             path.unlink(missing_ok=True)

@@ -22,10 +22,8 @@ from bench.reporting.protocol import protocol_section, stopping_table
 from bench.stage_clock import machine_name
 from bench.tokenizers import FitContext, make_tokenizer
 from bench.tuning import load_tuned, summary_table, tune
+from conftest import TINY_SETS as TINY
 
-TINY = {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "2", "recipe.valid_users": "0",
-        "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2", "t5.d_kv": "16", "t5.num_layers": "1",
-        "t5.num_decoder_layers": "1", "sasrec.epochs": "1"}
 TINY_T5 = T5Size(num_layers=1, num_decoder_layers=1, d_model=32, d_ff=64, num_heads=2, d_kv=16, dropout=0.0)
 
 
@@ -282,7 +280,7 @@ def test_runs_sharing_a_folder_may_name_different_tuned_tokenizers_but_not_other
     assert tuning_differences(a, c, labels={"id", "text"})  # the folder has units of id: refused
     assert tuning_differences(a, c, labels={"id-keep"})  # or of one of its variants
     assert tuning_differences(a, c, labels={"text", "idx"}) == []  # none trained with the old choice: it gives way
-    assert tuning_differences(a, {"search": {**search, "seed": 1}, "chosen": {}}) == ["the search (search.json) differs"]
+    assert tuning_differences(a, {"search": {**search, "seed": 1}, "chosen": {}}) == ["search seed: 0 there, 1 here"]
     assert tuning_differences(a, None) == ["--tuned given there"]
 
 

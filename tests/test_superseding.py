@@ -9,12 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
+from conftest import TINY_SETS, set_args
 
-TINY = [x for k, v in {"synthetic.n_items": "60", "synthetic.n_users": "80", "recipe.epochs": "2",
-                       "recipe.valid_users": "0", "t5.d_model": "32", "t5.d_ff": "64", "t5.num_heads": "2",
-                       "t5.d_kv": "16", "t5.num_layers": "1", "t5.num_decoder_layers": "1",
-                       "sasrec.epochs": "1"}.items()
-        for x in ("--set", f"{k}={v}")]
+TINY = set_args(TINY_SETS)
 
 
 def invoke(args):
@@ -72,6 +69,14 @@ def test_supersede_refuses_what_it_cannot_find_in_one_line(finished_run, tmp_pat
     (out / "superseded.csv").write_text("nothing,useful\n1,2\n")
     result = CliRunner().invoke(main, ["report", str(out)])
     assert result.exit_code == 2 and "superseded.csv: not a list of superseded units" in result.output
+
+
+def test_setting_every_unit_aside_leaves_no_row_of_them_in_the_merged_files(finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    invoke(["supersede", str(out), "id-seed0", "popularity-seed0", "sasrec-seed0", "--why", "all of them"])
+    assert len(pd.read_csv(out / "superseded.csv")) == 3
+    assert all(pd.read_csv(out / name).empty for name in ("metrics.csv", "per_user.csv", "history.csv"))
 
 
 def test_a_superseded_trial_no_longer_counts_and_runs_again(tmp_path):

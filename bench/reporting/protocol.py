@@ -13,6 +13,7 @@ import pandas as pd
 
 from bench.errors import DataError
 from bench.evaluation.significance import stars
+from bench.superseding import UNIT_COLUMNS
 
 
 def mark_p(sig: pd.DataFrame) -> pd.Series:
@@ -153,7 +154,7 @@ def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_ta
 
 
 def superseded_table(run_dir: Path | None) -> pd.DataFrame | None:
-    """The units a run folder set aside, with the test figures they had and why."""
+    """The units a run folder set aside (`bench supersede`), with the test figures they had and why."""
     path = None if run_dir is None else Path(run_dir) / "superseded.csv"
     if path is None or not path.is_file():
         return None
@@ -161,18 +162,18 @@ def superseded_table(run_dir: Path | None) -> pd.DataFrame | None:
         rows = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(path, f"unreadable ({type(e).__name__})") from None
-    if not {"tokenizer", "seed", "why"} <= set(rows.columns):
-        raise DataError(path, "not a list of superseded units (needs tokenizer, seed, why)")
+    missing = [c for c in UNIT_COLUMNS if c not in rows.columns]
+    if missing:
+        raise DataError(path, f"not a list of superseded units (no {', '.join(missing)} column)")
     if rows.empty:
         return None
 
-    def column(name: str, shown: Any) -> list[str]:
-        values = rows[name] if name in rows.columns else pd.Series([np.nan] * len(rows))
-        return ["" if pd.isna(v) else shown(v) for v in values]
+    def shown(column: str, form: Any) -> list[str]:
+        return ["" if pd.isna(v) else form(v) for v in rows[column]]
 
-    best = [f" ({b})" if b else "" for b in column("best_epoch", lambda v: str(int(v)))]
+    whole = lambda v: str(int(v))  # noqa: E731
+    epochs = [f"{e} ({b})" if b else e for e, b in zip(shown("epochs", whole), shown("best_epoch", whole))]
     return pd.DataFrame({"row": rows["tokenizer"], "seed": rows["seed"],
-                         "test R@10": column("test_recall@10", lambda v: f"{v:.4f}"),
-                         "test N@10": column("test_ndcg@10", lambda v: f"{v:.4f}"),
-                         "epochs (best)": [e + b for e, b in zip(column("epochs", lambda v: str(int(v))), best)],
-                         "why": rows["why"]})
+                         "test R@10": shown("test_recall@10", lambda v: f"{v:.4f}"),
+                         "test N@10": shown("test_ndcg@10", lambda v: f"{v:.4f}"),
+                         "epochs (best)": epochs, "why": rows["why"]})
