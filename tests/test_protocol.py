@@ -107,6 +107,15 @@ def test_rqvae_tokenizers_train_with_one_budget(preset):
         assert getattr(tiger, name) == getattr(letter, name), name
 
 
+@pytest.mark.parametrize("preset", ["quick", "cpu"])
+def test_presets_leave_stopping_to_patience_not_the_cap(preset):
+    """quick's old cap of 3 cosine epochs ended every unit under-trained (actionpiece level with
+    popularity on the synthetic set); a flat rate and a cap of many patience windows leave room."""
+    recipe = preset_config(preset).recipe
+    assert recipe.schedule == "constant" and recipe.stop_on == "ndcg"
+    assert recipe.epochs >= 10 * recipe.patience * recipe.eval_every
+
+
 # -- the recipe reaches training ------------------------------------------------------------------
 def test_tau_reaches_the_training_loss(monkeypatch):
     backbone, split = _id_backbone()
