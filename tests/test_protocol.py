@@ -109,8 +109,8 @@ def test_rqvae_tokenizers_train_with_one_budget(preset):
 
 @pytest.mark.parametrize("preset", ["quick", "cpu"])
 def test_presets_leave_stopping_to_patience_not_the_cap(preset):
-    """quick's old cap of 3 cosine epochs ended every unit under-trained (actionpiece level with
-    popularity on the synthetic set); a flat rate and a cap of many patience windows leave room."""
+    """quick's old cap of 3 cosine epochs ended every unit while its validation score still rose;
+    a flat rate and a cap of many patience windows leave the stop to patience."""
     recipe = preset_config(preset).recipe
     assert recipe.schedule == "constant" and recipe.stop_on == "ndcg"
     assert recipe.epochs >= 10 * recipe.patience * recipe.eval_every
