@@ -131,7 +131,7 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
     dispatch that is not in-process (`--jobs N`, `--executor`), the grid's unfinished trials of
     every tokenizer are first trained as jobs, all at once; the studies then record them."""
     import optuna
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if sampler not in SAMPLERS:
@@ -154,9 +154,17 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
             raise BenchError("--jobs/--executor with bench tune: only the whole grid (--sampler grid, no --trials): "
                              "TPE chooses each trial from the last")
         train_grid_as_jobs(config, space, out, dispatch, trackers, log)
+    busy = []  # tokenizers whose study another process holds
     for spec in config.tokenizers:
         label = make_tokenizer(spec, config.options_for(spec)).label
-        with FileLock(str(out / "locks" / f"{label}.lock"), timeout=1):
+        lock = FileLock(str(out / "locks" / f"{label}.lock"), timeout=1)
+        try:
+            lock.acquire()
+        except Timeout:
+            log(f"{label}: another process is tuning it in {out}; skipped here")
+            busy.append(label)
+            continue
+        try:
             study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
                                         sampler=make_sampler(sampler, space, config.seeds[0]))
             set_aside = {number for name, number in superseded_trials(out) if name == label}
@@ -169,8 +177,14 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
                                callbacks=[lambda *_: write_summary(out, storage)])
                 if n_trials - _n_finished(study, set_aside) == remaining:  # nothing finished: do not loop
                     break
+        finally:
+            lock.release()
         write_summary(out, storage)
-    return write_summary(out, storage)
+    summary = write_summary(out, storage)
+    if busy:  # an error, so that `bench tune ... && bench run --tuned ...` waits for those choices
+        raise BenchError(f"{out / 'locks'}: another process holds the study of {', '.join(busy)}; "
+                         "rerun when it has finished")
+    return summary
 
 
 def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path, dispatch: Any,

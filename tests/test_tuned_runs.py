@@ -101,3 +101,19 @@ def test_a_trial_whose_unit_records_other_resolved_options_is_not_reused(tuned, 
                                        "--tuned", str(copy), *sets])
     assert result.exit_code == 0, result.output
     assert "from_tuning_trial" not in _done(out, "id")
+
+
+def test_a_study_another_process_holds_is_skipped_with_a_one_line_error(tmp_path):
+    from filelock import FileLock
+
+    from bench.errors import BenchError
+
+    out = tmp_path / "t"
+    (out / "locks").mkdir(parents=True)
+    config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
+    logged = []
+    with FileLock(str(out / "locks" / "id.lock")):  # the other process, tuning id now
+        with pytest.raises(BenchError, match="another process holds the study of id; rerun"):
+            tune(config, {"recipe.lr": [1e-3, 3e-3]}, out, log=logged.append)
+    assert any("id: another process is tuning it" in m for m in logged)
+    assert not (out / "trials").exists()  # nothing trained here
