@@ -3,9 +3,8 @@
 # weight decay chosen by `bench tune` on validation, then every tokenizer trained on seeds 0, 1,
 # 2 with its choice (seed 0 is the chosen trial's model) and the report built; then LETTER's
 # ablation (seeds 0-2) and the collision-policy table (tiger and rqkmeans, seed 0), both with
-# the tuned settings. On this 2-core machine two one-thread lanes share the cores, each in
-# the order that finishes a result soonest: `text`, then actionpiece, rqkmeans and random,
-# then the collision table; and id, tiger and letter, then LETTER's ablation, cid and opq.
+# the tuned settings. On this 2-core machine two one-thread lanes share the cores (see
+# below), then `text` runs alone at two threads.
 # With JOBS=N (a many-core or GPU machine) every tokenizer's trials, then every unit, then
 # the ablations run N at a time instead.
 # Rerun to resume: tuning studies, trials and units continue where they stopped.
@@ -37,12 +36,21 @@ lane() {
   $BENCH tune --tokenizers "$1" "${common[@]}" --out "$TUNE" &&
     $BENCH run --tokenizers "$1" "${common[@]}" --seeds 0,1,2 --tuned "$TUNE" --out "$OUT"
 }
-# after the first four tokenizers: actionpiece (issue 18) and LETTER's ablation (issue 16), the
-# cheapest results to finish, then the rest of issue 17; the collision table needs tiger's
-# choice, made in the other lane long before. Both lanes cost about the same.
-{ lane text && lane actionpiece && lane rqkmeans,random && collision_table; } > logs/lane-text.log 2>&1 &
-text=$!
-{ lane id,tiger,letter && letter_ablation && lane cid,opq; } > logs/lane-id-tiger-letter.log 2>&1 &
-rest=$!
-wait "$text" "$rest"
+# Units of 4-5-token codes take 1-2 hours as one of two one-thread lanes, so each finishes
+# within a session even where the next session gets another machine (a unit resumes by
+# epoch only on the machine that holds its checkpoint). Lane a finishes the first four
+# tokenizers and LETTER's ablation, lane b starts on issue 17's tokenizers; each then takes
+# what the other has not (a tokenizer whose study the other lane holds is skipped: its lock),
+# ending with the collision table and the ablation, whose units the lanes share through locks.
+# `text` comes last and alone, at two threads (about 5 minutes per epoch against 10-25 as one
+# of two lanes): only so does one of its units fit in a session.
+rest() { set +e; for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
+{ set +e; lane id,tiger,letter,actionpiece && letter_ablation; rest rqkmeans random cid opq; } > logs/lane-a.log 2>&1 &
+a=$!
+sleep 30  # lane a writes the runs' config.json first
+{ set +e; rest opq cid random rqkmeans; letter_ablation; } > logs/lane-b.log 2>&1 &
+b=$!
+wait "$a" "$b" || true  # a lane that stopped early leaves its units to the rerun
+unset OMP_NUM_THREADS MKL_NUM_THREADS
+OMP_NUM_THREADS=2 lane text > logs/lane-text.log 2>&1
 $BENCH report "$OUT"
