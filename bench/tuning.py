@@ -19,6 +19,7 @@ for nothing: their settings run again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -30,6 +31,7 @@ import pandas as pd
 from bench.config import RunConfig, setting_differences
 from bench.errors import BenchError
 from bench.io import atomic_write_csv, atomic_write_text
+from bench.locks import run_locked
 from bench.run_files import unit_dir
 
 SAMPLERS = ("grid", "tpe")
@@ -131,7 +133,6 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
     dispatch that is not in-process (`--jobs N`, `--executor`), the grid's unfinished trials of
     every tokenizer are first trained as jobs, all at once; the studies then record them."""
     import optuna
-    from filelock import FileLock, Timeout
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if sampler not in SAMPLERS:
@@ -146,7 +147,6 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
     _check_folder(out, config, space, sampler, n_trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(out / "optuna.journal")))
-    (out / "locks").mkdir(exist_ok=True)
     from bench.tokenizers import make_tokenizer
 
     if dispatch is not None and not dispatch.in_process:
@@ -154,37 +154,37 @@ def tune(config: RunConfig, space: dict[str, list[Any]], out: Path, trials: int 
             raise BenchError("--jobs/--executor with bench tune: only the whole grid (--sampler grid, no --trials): "
                              "TPE chooses each trial from the last")
         train_grid_as_jobs(config, space, out, dispatch, trackers, log)
-    busy = []  # tokenizers whose study another process holds
+    busy = []  # tokenizers whose study another process holds (its lock: skipped here)
     for spec in config.tokenizers:
         label = make_tokenizer(spec, config.options_for(spec)).label
-        lock = FileLock(str(out / "locks" / f"{label}.lock"), timeout=1)
-        try:
-            lock.acquire()
-        except Timeout:
-            log(f"{label}: another process is tuning it in {out}; skipped here")
+        study = functools.partial(_run_study, storage, config, spec, label, space, out, sampler, n_trials, log)
+        if not run_locked(out / "locks" / label, study, log):
             busy.append(label)
-            continue
-        try:
-            study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
-                                        sampler=make_sampler(sampler, space, config.seeds[0]))
-            set_aside = {number for name, number in superseded_trials(out) if name == label}
-            _requeue_unfinished(study, set_aside)
-            # a grid sampler stops its study once every grid point has a finished trial, failed
-            # ones included: with several failed trials queued again, one call runs each
-            while (remaining := n_trials - _n_finished(study, set_aside)) > 0:
-                # the summary after every trial, so a search stopped part-way shows what it has done
-                study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining,
-                               callbacks=[lambda *_: write_summary(out, storage)])
-                if n_trials - _n_finished(study, set_aside) == remaining:  # nothing finished: do not loop
-                    break
-        finally:
-            lock.release()
         write_summary(out, storage)
     summary = write_summary(out, storage)
     if busy:  # an error, so that `bench tune ... && bench run --tuned ...` waits for those choices
         raise BenchError(f"{out / 'locks'}: another process holds the study of {', '.join(busy)}; "
                          "rerun when it has finished")
     return summary
+
+
+def _run_study(storage: Any, config: RunConfig, spec: str, label: str, space: dict[str, list[Any]],
+               out: Path, sampler: str, n_trials: int, log: Callable[[str], None]) -> None:
+    """Run (or continue) one tokenizer's study until it has `n_trials` finished trials."""
+    import optuna
+
+    study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
+                                sampler=make_sampler(sampler, space, config.seeds[0]))
+    set_aside = {number for name, number in superseded_trials(out) if name == label}
+    _requeue_unfinished(study, set_aside)
+    # a grid sampler stops its study once every grid point has a finished trial, failed
+    # ones included: with several failed trials queued again, one call runs each
+    while (remaining := n_trials - _n_finished(study, set_aside)) > 0:
+        # the summary after every trial, so a search stopped part-way shows what it has done
+        study.optimize(lambda trial: _evaluate(trial, space, config, spec, out, log), n_trials=remaining,
+                       callbacks=[lambda *_: write_summary(out, storage)])
+        if n_trials - _n_finished(study, set_aside) == remaining:  # nothing finished: do not loop
+            break
 
 
 def train_grid_as_jobs(config: RunConfig, space: dict[str, list[Any]], out: Path, dispatch: Any,

@@ -7,9 +7,11 @@ import json
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from filelock import FileLock
 
 from bench.cli import main
 from bench.config import preset_config
+from bench.errors import BenchError
 from bench.runner import Run
 from bench.unit_reuse import same_training, training_settings
 from bench.tuning import load_tuned, settings_hash, tune
@@ -104,10 +106,6 @@ def test_a_trial_whose_unit_records_other_resolved_options_is_not_reused(tuned, 
 
 
 def test_a_study_another_process_holds_is_skipped_with_a_one_line_error(tmp_path):
-    from filelock import FileLock
-
-    from bench.errors import BenchError
-
     out = tmp_path / "t"
     (out / "locks").mkdir(parents=True)
     config = preset_config("quick", TINY, dataset="synthetic", tokenizers=["id"], device="cpu")
@@ -115,5 +113,5 @@ def test_a_study_another_process_holds_is_skipped_with_a_one_line_error(tmp_path
     with FileLock(str(out / "locks" / "id.lock")):  # the other process, tuning id now
         with pytest.raises(BenchError, match="another process holds the study of id; rerun"):
             tune(config, {"recipe.lr": [1e-3, 3e-3]}, out, log=logged.append)
-    assert any("id: another process is tuning it" in m for m in logged)
+    assert any(m.startswith("id: another process") for m in logged)
     assert not (out / "trials").exists()  # nothing trained here
