@@ -42,15 +42,14 @@ lane() {
 # tokenizers and LETTER's ablation, lane b starts on issue 17's tokenizers; each then takes
 # what the other has not (a tokenizer whose study the other lane holds is skipped: its lock),
 # ending with the collision table and the ablation, whose units the lanes share through locks.
-# `text` comes last and alone, at two threads (about 5 minutes per epoch against 10-25 as one
-# of two lanes): only so does one of its units fit in a session.
-rest() { set +e; for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
+# `text` comes last and alone, at two threads (about 5 minutes per epoch against 26 on average
+# as one of two lanes): only so does one of its units fit in a session.
+rest() { for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
 { set +e; lane id,tiger,letter,actionpiece && letter_ablation; rest rqkmeans random cid opq; } > logs/lane-a.log 2>&1 &
 a=$!
-sleep 30  # lane a writes the runs' config.json first
+sleep 30  # lane a writes the shared folders' settings files (search.json, config.json) first
 { set +e; rest opq cid random rqkmeans; letter_ablation; } > logs/lane-b.log 2>&1 &
 b=$!
 wait "$a" "$b" || true  # a lane that stopped early leaves its units to the rerun
-unset OMP_NUM_THREADS MKL_NUM_THREADS
-OMP_NUM_THREADS=2 lane text > logs/lane-text.log 2>&1
+OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 lane text > logs/lane-text.log 2>&1
 $BENCH report "$OUT"
