@@ -41,6 +41,12 @@ def versions() -> dict[str, str]:
     return out
 
 
+def software_versions() -> str:
+    """The versions a unit ran with, one string for its timings rows: a run whose units span
+    sessions and machines may mix them, and its folder's config.json keeps only the last run's."""
+    return ", ".join(f"{name} {version}" for name, version in versions().items())
+
+
 def git_commit(folder: Path = Path(__file__).parent) -> str | None:
     """HEAD's commit, plus "+modified" when files under `folder` (the package) differ from it,
     edited or new and not ignored: the code that ran is then not that commit's."""
@@ -113,7 +119,8 @@ def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], lab
     """All of a unit's files, each atomic; `done` last, so a half-written unit is redone.
     `code_ranks`: per split, the targets' code-level ranks of a tokenizer that keeps
     collisions, written beside the item-level metrics as code_recall, code_ndcg, code_mrr.
-    `machine` (`stage_clock.machine_name`) goes into every timings row. Returns the metric rows (dataset, tokenizer, seed, split, metric, k, value)."""
+    `machine` (`stage_clock.machine_name`) and the package versions go into every timings
+    row, the code's commit into `done`. Returns the metric rows (dataset, tokenizer, seed, split, metric, k, value)."""
     dataset = data.name
     metric_rows, user_frames, ranking_frames = [], [], []
     for split_name, items in rankings.items():
@@ -141,6 +148,7 @@ def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], lab
     atomic_write_csv(unit / "history.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, **h} for h in history],
                                                         columns=None if history else ["tokenizer", "seed", "epoch"]))
     atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v.wall,
-                                                          "cpu_seconds": v.cpu, "machine": machine} for k, v in timings.items()]))
-    atomic_write_text(unit / "done", json.dumps(extra or {}))
+                                                          "cpu_seconds": v.cpu, "machine": machine, "software": software_versions()}
+                                                         for k, v in timings.items()]))
+    atomic_write_text(unit / "done", json.dumps({**(extra or {}), "git_commit": git_commit()}))
     return metric_rows

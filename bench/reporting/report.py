@@ -21,6 +21,7 @@ from bench.evaluation.significance import (REFERENCE_ROWS, SignificanceOptions, 
 from bench.io import atomic_write_csv, atomic_write_text
 from bench.reporting import plots
 from bench.reporting.protocol import mark_p, marks_note, protocol_section, reference_names
+from bench.reporting.software import software_section
 from bench.reporting.timing import timing_section
 from bench.results import has_units, merge_units
 
@@ -298,14 +299,14 @@ def config_section(config: dict[str, Any], sig: pd.DataFrame | None = None) -> l
         lines += ["Recipe:", "", "```json", json.dumps(recipe, indent=2, sort_keys=True, default=str), "```", ""]
     versions = config.get("versions") or {}
     if versions:
-        lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+        lines += ["Versions (the run that last wrote config.json): " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     return lines
 
 
 def render(run_dir: Path, config: dict[str, Any], stats: pd.DataFrame | None, sig: pd.DataFrame | None,
            metrics: pd.DataFrame, timings: pd.DataFrame | None, plot_files: list[Path]) -> str:
     lines = [f"# Run {config.get('run', Path(run_dir).name)}", ""]
-    lines += config_section(config, sig)
+    lines += config_section(config, sig) + software_section(timings)
     lines += protocol_section(config, load_csv(run_dir, "history.csv"), md_table, run_dir)
     lines += metrics_section(sig, seed_summary(item_level(metrics)))
     lines += ablation_section(config, sig, item_level(metrics), stats, md_table, _label)
