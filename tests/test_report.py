@@ -234,6 +234,8 @@ def test_the_papers_claims_are_read_off_the_ablation():
     assert "| contradicted |" in lines["tau 0.7 beats plain cross-entropy (tau 1)"]
     assert "seed-aware" in lines["the collaborative loss helps"]
     assert claims_section(sig[sig["tokenizer"] != "letter-tau1"], stats, md_table) == []  # not a LETTER ablation
+    one_seed = "\n".join(claims_section(sig, stats[stats["seed"] == 0], md_table))  # no test over one seed
+    assert "(mean over 1 seed) | none: one seed (paired t-test over seeds) |" in one_seed
 
 
 def test_the_recorded_commit_says_when_the_code_differs_from_it(tmp_path, monkeypatch):

@@ -124,14 +124,14 @@ def claims_section(sig: pd.DataFrame | None, stats: pd.DataFrame | None, md_tabl
             common = full.index.intersection(other.index)
             change = float((full[common] - other[common]).mean())
             p = float(scipy_stats.ttest_rel(full[common], other[common]).pvalue) if len(common) > 1 else np.nan
-            figure = f"level-0 codes used: full model {change:+.1f} against {variant} (mean over {len(common)} seeds)"
+            figure = f"level-0 codes used: full model {change:+.1f} against {variant} (mean over {len(common)} seed{'s' if len(common) != 1 else ''})"
             test = "paired t-test over seeds"
         if pd.isna(p) or p >= alpha:
             verdict = "inconclusive"
         else:
             verdict = "reproduced" if np.sign(change) == sign else "contradicted"
         rows.append({"claim": claim, "against": variant, "verdict": verdict, "figure": figure,
-                     "p": f"{_p(p)} ({test})"})
+                     "p": f"{_p(p)} ({test})" if not pd.isna(p) else f"none: one seed ({test})"})
     if not rows:
         return []
     return ["### The paper's claims", "", f"Each claim read on the {split} split (p < {alpha}: reproduced in the "
