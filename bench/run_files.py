@@ -41,10 +41,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def software_versions() -> str:
-    """The versions a unit ran with, one string for its timings rows: a run whose units span
-    sessions and machines may mix them, and its folder's config.json keeps only the last run's."""
-    return ", ".join(f"{name} {version}" for name, version in versions().items())
+def versions_text(packages: dict[str, str]) -> str:
+    """`versions()` as one line, 'python 3.11.7, torch 2.13.0+cpu, ...': the report's and each
+    unit's timings rows (`software`: a run whose units span sessions and machines may mix
+    versions, and its folder's config.json keeps only the last run's)."""
+    return ", ".join(f"{name} {version}" for name, version in packages.items())
 
 
 def git_commit(folder: Path = Path(__file__).parent) -> str | None:
@@ -147,8 +148,9 @@ def write_unit_files(unit: Path, data: Dataset, samples: dict[str, Samples], lab
     atomic_write_csv(unit / "rankings.csv", pd.concat(ranking_frames, ignore_index=True))
     atomic_write_csv(unit / "history.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, **h} for h in history],
                                                         columns=None if history else ["tokenizer", "seed", "epoch"]))
+    software = versions_text(versions())
     atomic_write_csv(unit / "timings.csv", pd.DataFrame([{"tokenizer": label, "seed": seed, "stage": k, "seconds": v.wall,
-                                                          "cpu_seconds": v.cpu, "machine": machine, "software": software_versions()}
+                                                          "cpu_seconds": v.cpu, "machine": machine, "software": software}
                                                          for k, v in timings.items()]))
     atomic_write_text(unit / "done", json.dumps({**(extra or {}), "git_commit": git_commit()}))
     return metric_rows

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import bench.training as training
 from bench.cli import main
 from bench.errors import BenchError
-from bench.run_files import git_commit, software_versions
+from bench.run_files import git_commit, versions, versions_text
 from bench.stage_clock import machine_name
 
 from test_run import TINY
@@ -173,7 +173,7 @@ def test_cpu_time_adds_up_across_a_resume_and_is_unknown_for_a_unit_begun_withou
     timings = pd.read_csv(tmp_path / "units" / "id-seed0" / "timings.csv").set_index("stage")
     assert timings.loc["evaluate", "cpu_seconds"] > 0 and timings["cpu_seconds"].drop("train").notna().all()
     assert (timings["machine"] == machine_name(torch.device("cpu"))).all()  # what the times were measured on
-    assert (timings["software"] == software_versions()).all()  # and with which package versions
+    assert (timings["software"] == versions_text(versions())).all()  # and with which package versions
     assert json.loads((tmp_path / "units" / "id-seed0" / "done").read_text())["git_commit"] == git_commit()
     if begun_without_cpu_time:
         assert history["cpu_seconds"].iloc[1:].isna().all() and pd.isna(timings.loc["train", "cpu_seconds"])

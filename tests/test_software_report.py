@@ -5,9 +5,11 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.reporting.software import software_section, software_table
+from bench.run_files import versions_text
 
-OLD = "python 3.11.7, torch 2.13.0+cpu, transformers 5.24.0, numpy 2.4.6"
-NEW = "python 3.11.7, torch 2.13.0+cpu, transformers 5.25.0, numpy 2.4.6"
+# written as units write them (run_files.versions_text), read back by the report
+OLD = versions_text({"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.24.0", "numpy": "2.4.6"})
+NEW = versions_text({"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": "5.25.0", "numpy": "2.4.6"})
 
 
 def units(software: list[str | None]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from bench.reporting.protocol import mark_p, marks_note, protocol_section, refer
 from bench.reporting.software import software_section
 from bench.reporting.timing import timing_section
 from bench.results import has_units, merge_units
+from bench.run_files import versions_text
 
 REQUIRED = {
     "metrics.csv": ["dataset", "tokenizer", "seed", "split", "metric", "k", "value"],
@@ -299,7 +300,7 @@ def config_section(config: dict[str, Any], sig: pd.DataFrame | None = None) -> l
         lines += ["Recipe:", "", "```json", json.dumps(recipe, indent=2, sort_keys=True, default=str), "```", ""]
     versions = config.get("versions") or {}
     if versions:
-        lines += ["Versions (the run that last wrote config.json): " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+        lines += ["Versions (the run that last wrote config.json): " + versions_text(versions), ""]
     return lines
 
 

@@ -16,7 +16,8 @@ NOT_RECORDED = "not recorded"
 
 
 def _packages(software: str) -> dict[str, str]:
-    """'torch 2.13.0, numpy 2.4.6' as {'torch': '2.13.0', 'numpy': '2.4.6'}; {} when not recorded."""
+    """`run_files.versions_text` read back: 'torch 2.13.0, numpy 2.4.6' as {'torch': '2.13.0',
+    'numpy': '2.4.6'}; {} when not recorded."""
     if software == NOT_RECORDED:
         return {}
     return dict(part.split(" ", 1) for part in software.split(", ") if " " in part)
@@ -24,7 +25,8 @@ def _packages(software: str) -> dict[str, str]:
 
 def software_table(timings: pd.DataFrame | None) -> pd.DataFrame | None:
     """One row per set of versions the units ran with, showing only the packages that differ
-    between the recorded sets (all of them when units that recorded none stand beside one); None when every unit ran with the same (or none recorded its own)."""
+    between the recorded sets (all of them when units that recorded none stand beside one set);
+    None when every unit ran with the same versions, or none recorded its own."""
     if timings is None or "software" not in timings.columns:
         return None
     units = timings[timings["tokenizer"] != "all"].drop_duplicates(["tokenizer", "seed"])
