@@ -39,16 +39,17 @@ lane() {
 # Units of 4-5-token codes take 1-2 hours as one of two one-thread lanes, so each finishes
 # within a session even where the next session gets another machine (a unit resumes by
 # epoch only on the machine that holds its checkpoint). Lane a finishes the first four
-# tokenizers and LETTER's ablation, lane b starts on issue 17's tokenizers; each then takes
-# what the other has not (a tokenizer whose study the other lane holds is skipped: its lock),
-# ending with the collision table and the ablation, whose units the lanes share through locks.
+# tokenizers, then both lanes share LETTER's ablation (its units through locks), so that it
+# is complete sessions earlier than one lane would make it; then each takes issue 17's
+# tokenizers in opposite orders (a tokenizer whose study the other lane holds is skipped: its
+# lock), ending with the collision table.
 # `text` comes last and alone, at two threads (about 5 minutes per epoch against 26 on average
 # as one of two lanes): only so does one of its units fit in a session.
 rest() { for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
 { set +e; lane id,tiger,letter,actionpiece && letter_ablation; rest rqkmeans random cid opq; } > logs/lane-a.log 2>&1 &
 a=$!
 sleep 30  # lane a writes the shared folders' settings files (search.json, config.json) first
-{ set +e; rest opq cid random rqkmeans; letter_ablation; } > logs/lane-b.log 2>&1 &
+{ set +e; letter_ablation; rest opq cid random rqkmeans; } > logs/lane-b.log 2>&1 &
 b=$!
 wait "$a" "$b" || true  # a lane that stopped early leaves its units to the rerun
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 lane text > logs/lane-text.log 2>&1
