@@ -3,8 +3,8 @@
 # weight decay chosen by `bench tune` on validation, then every tokenizer trained on seeds 0, 1,
 # 2 with its choice (seed 0 is the chosen trial's model) and the report built; then LETTER's
 # ablation (seeds 0-2) and the collision-policy table (tiger and rqkmeans, seed 0), both with
-# the tuned settings. On this 2-core machine two one-thread lanes share the cores (see
-# below), then `text` runs alone at two threads.
+# the tuned settings. On this 2-core machine two one-thread lanes share the cores, and
+# `text` runs alone at two threads between their phases (see below).
 # With JOBS=N (a many-core or GPU machine) every tokenizer's trials, then every unit, then
 # the ablations run N at a time instead.
 # Rerun to resume: tuning studies, trials and units continue where they stopped.
@@ -38,19 +38,24 @@ lane() {
 }
 # Units of 4-5-token codes take 1-2 hours as one of two one-thread lanes, so each finishes
 # within a session even where the next session gets another machine (a unit resumes by
-# epoch only on the machine that holds its checkpoint). Lane a finishes the first four
-# tokenizers, then both lanes share LETTER's ablation (its units through locks), so that it
-# is complete sessions earlier than one lane would make it; then each takes issue 17's
-# tokenizers in opposite orders (a tokenizer whose study the other lane holds is skipped: its
-# lock), ending with the collision table.
-# `text` comes last and alone, at two threads (about 5 minutes per epoch against 26 on average
-# as one of two lanes): only so does one of its units fit in a session.
+# epoch only on the machine that holds its checkpoint). Three phases, in the order that
+# closes issues soonest: (1) lane a finishes the first four tokenizers, then both lanes share
+# LETTER's ablation (its units through locks); (2) `text` alone, at two threads (about 5
+# minutes per epoch against 26 on average as one of two lanes: only so does one of its units
+# fit in a session); (3) issue 17's tokenizers, each lane taking them in the opposite order (a
+# tokenizer whose study the other lane holds is skipped: its lock), then the collision table.
 rest() { for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
-{ set +e; lane id,tiger,letter,actionpiece && letter_ablation; rest rqkmeans random cid opq; } > logs/lane-a.log 2>&1 &
+{ set +e; lane id,tiger,letter,actionpiece && letter_ablation; } > logs/lane-a.log 2>&1 &
 a=$!
 sleep 30  # lane a writes the shared folders' settings files (search.json, config.json) first
-{ set +e; letter_ablation; rest opq cid random rqkmeans; } > logs/lane-b.log 2>&1 &
+{ set +e; letter_ablation; } > logs/lane-b.log 2>&1 &
 b=$!
 wait "$a" "$b" || true  # a lane that stopped early leaves its units to the rerun
-OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 lane text > logs/lane-text.log 2>&1
+OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 lane text > logs/lane-text.log 2>&1 || echo "text: not finished here (see logs/lane-text.log)"
+{ set +e; rest rqkmeans random cid opq; } >> logs/lane-a.log 2>&1 &
+a=$!
+sleep 30
+{ set +e; rest opq cid random rqkmeans; } >> logs/lane-b.log 2>&1 &
+b=$!
+wait "$a" "$b" || true
 $BENCH report "$OUT"
