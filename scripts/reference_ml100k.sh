@@ -45,17 +45,16 @@ lane() {
 # fit in a session); (3) issue 17's tokenizers, each lane taking them in the opposite order (a
 # tokenizer whose study the other lane holds is skipped: its lock), then the collision table.
 rest() { for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
-{ set +e; lane id,tiger,letter,actionpiece && letter_ablation; } > logs/lane-a.log 2>&1 &
-a=$!
-sleep 30  # lane a writes the shared folders' settings files (search.json, config.json) first
-{ set +e; letter_ablation; } > logs/lane-b.log 2>&1 &
-b=$!
-wait "$a" "$b" || true  # a lane that stopped early leaves its units to the rerun
+two_lanes() {  # $1, $2: what lanes a and b run, one thread each, appending to their logs
+  { set +e; eval "$1"; } >> logs/lane-a.log 2>&1 &
+  local a=$!
+  sleep 30  # lane a writes the shared folders' settings files (search.json, config.json) first
+  { set +e; eval "$2"; } >> logs/lane-b.log 2>&1 &
+  local b=$!
+  wait "$a" "$b" || true  # a lane that stopped early leaves its units to the rerun
+}
+: > logs/lane-a.log; : > logs/lane-b.log
+two_lanes "lane id,tiger,letter,actionpiece && letter_ablation" letter_ablation
 OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 lane text > logs/lane-text.log 2>&1 || echo "text: not finished here (see logs/lane-text.log)"
-{ set +e; rest rqkmeans random cid opq; } >> logs/lane-a.log 2>&1 &
-a=$!
-sleep 30
-{ set +e; rest opq cid random rqkmeans; } >> logs/lane-b.log 2>&1 &
-b=$!
-wait "$a" "$b" || true
+two_lanes "rest rqkmeans random cid opq" "rest opq cid random rqkmeans"
 $BENCH report "$OUT"
