@@ -173,8 +173,11 @@ def _run_study(storage: Any, config: RunConfig, spec: str, label: str, space: di
     """Run (or continue) one tokenizer's study until it has `n_trials` finished trials."""
     import optuna
 
-    study = optuna.create_study(study_name=label, storage=storage, load_if_exists=True, direction="maximize",
-                                sampler=make_sampler(sampler, space, config.seeds[0]))
+    sampler_object = make_sampler(sampler, space, config.seeds[0])
+    if label in optuna.get_all_study_names(storage):  # create_study would log a failed creation to the journal
+        study = optuna.load_study(study_name=label, storage=storage, sampler=sampler_object)
+    else:
+        study = optuna.create_study(study_name=label, storage=storage, direction="maximize", sampler=sampler_object)
     set_aside = {number for name, number in superseded_trials(out) if name == label}
     _requeue_unfinished(study, set_aside)
     # a grid sampler stops its study once every grid point has a finished trial, failed

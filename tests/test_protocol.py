@@ -313,6 +313,10 @@ def test_a_failed_or_killed_trial_is_run_again_on_the_next_call(tmp_path, monkey
     frame = pd.read_csv(tmp_path / "t" / "tuning.csv")
     assert sorted(json.loads(s)["recipe.lr"] for s in frame["settings"]) == [1e-3, 3e-3]  # each grid point once
     assert calls[1] == calls[2]  # the killed settings ran again
+    journal = (tmp_path / "t" / "optuna.journal").read_bytes()
+    tune(config, {"recipe.lr": [1e-3, 3e-3]}, tmp_path / "t", log=lambda m: None)
+    assert len(calls) == 3  # a finished search trains nothing on a rerun
+    assert (tmp_path / "t" / "optuna.journal").read_bytes() == journal  # and writes nothing to its journal
 
 
 def test_a_tuning_folder_holds_one_search_and_tuned_settings_need_the_same_base(tmp_path):
