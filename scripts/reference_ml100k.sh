@@ -40,10 +40,11 @@ lane() {
 # within a session even where the next session gets another machine (a unit resumes by
 # epoch only on the machine that holds its checkpoint). Three phases, in the order that
 # closes issues soonest: (1) lane a finishes the first four tokenizers, then both lanes share
-# LETTER's ablation (its units through locks); (2) `text` alone, at two threads (about 5
-# minutes per epoch against 26 on average as one of two lanes: only so does one of its units
-# fit in a session); (3) issue 17's tokenizers, each lane taking them in the opposite order (a
-# tokenizer whose study the other lane holds is skipped: its lock), then the collision table.
+# LETTER's ablation (its units through locks); (2) `text` alone, at two threads: 423 training
+# samples/s against 486 for two one-thread processes side by side (13 % less in all), but a
+# unit (about 4 minutes per epoch) then fits in a session; (3) issue 17's tokenizers, each
+# lane taking them in the opposite order (a tokenizer whose study the other lane holds is
+# skipped: its lock), then the collision table.
 rest() { for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
 two_lanes() {  # $1, $2: what lanes a and b run, one thread each, appending to their logs
   { set +e; eval "$1"; } >> logs/lane-a.log 2>&1 &
