@@ -20,7 +20,7 @@ for top in "$@"; do
     base=${entry%.training.json}
     for f in "$base".json "$base".state.json "$entry"; do [ -f "$f" ] && git add -f "$f"; done
   done
-  for f in search.json optuna.journal tuning.csv tuned.json superseded.csv config.json metrics.csv per_user.csv history.csv \
+  for f in search.json optuna.journal tuning.csv tuned.json superseded.csv config.json metrics.csv history.csv \
            timings.csv significance.csv code_stats.csv report.md; do
     [ -f "$top/$f" ] && git add -f "$top/$f"
   done
