@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 
-from bench.backbones import check_backbone_spec, make_backbone
+from bench.backbones import make_backbone
 from bench.backbones.base import history_read
 from bench.config import KS, RunConfig, sasrec_options
 from bench.datasets import Dataset, Samples, Split, load_dataset, make_split
@@ -26,18 +26,17 @@ from bench.executor import Dispatch, UnitJob, dispatch_jobs
 from bench.variants import Variant, variants
 from bench.io import atomic_write_text
 from bench.locks import run_locked
-from bench.options import make_options
 from bench.prefit import fit_codes, prefit_shared_quantiser_rows
 from bench.results import merge_units
+from bench.run_inputs import check_inputs, runnable_tokenizers
 from bench.stage_clock import Elapsed, clock, machine_name, since
 from bench.run_files import git_commit, merge_saved_config, unit_dir, versions, write_unit_files
-from bench.tokenizers import TOKENIZERS, Tokenizer, make_tokenizer
+from bench.tokenizers import Tokenizer, make_tokenizer
 from bench.tracking import UnitTracking, check_trackers
 from bench.training import evaluate, make_accelerator, train
 from bench.codes_store import add_to_store, store_folders, store_lock, stored_codes
 from bench.unit_reuse import copy_codes, reuse_trial, reuse_unit, source_codes, training_settings, write_training
 
-TITLE_TOKENIZERS = ("text",)  # read item titles themselves, not text embeddings
 CHECKPOINT = "checkpoint.pt"  # a tokenizer unit's training state after its last finished epoch
 
 
@@ -102,57 +101,12 @@ class Run:
         self.data_seconds = time.perf_counter() - start
         if self.split.n_dropped_users:
             self.log(f"{self.split.n_dropped_users} users with fewer than 3 interactions dropped")
-        self.tokenizers = self._runnable(self.config.tokenizers)
+        self.tokenizers = runnable_tokenizers(self.config.tokenizers, self.data, self.config, self.log)
         self.variants = variants(self.config, self.tokenizers)
-        self._check_inputs()
+        check_inputs(self.config, self.variants, self.data)
         self.embeddings = Embeddings(self.data, self.split, self.config, self.device, self.log)
         if write_config:
             self._write_config()  # the first write: every check above runs before the folder exists
-
-    def _runnable(self, specs: list[str]) -> list[str]:
-        """Tokenizers that need item text cannot run on a data set without it: an explicit
-        request is an error, one that came from `all` is skipped with a message."""
-        has_text = self.data.has_text or self.data.text_embeddings is not None
-        out = []
-        for spec in specs:
-            cls = TOKENIZERS[spec.partition(":")[0]]
-            msg = None
-            if cls.needs_text and not has_text:
-                msg = f"tokenizer {cls.name} needs item text, and {self.data.source} has none (no *.item.json or text embeddings)"
-            elif cls.needs_text:
-                msg = self._missing_text(cls.name)
-            if msg:
-                if spec in self.config.explicit_tokenizers:
-                    raise BenchError(msg)
-                self.log(f"skipped: {msg}")
-                continue
-            out.append(spec)
-        return out
-
-    def _missing_text(self, name: str) -> str | None:
-        """The first item without text, when `name` will need it: the text tokenizer reads
-        titles; the others read text embeddings, which are encoded from title and
-        description unless the data set ships them (and no other encoder is asked for)."""
-        if name not in TITLE_TOKENIZERS and self.data.text_embeddings is not None and self.config.embedding_model is None:
-            return None
-        for item, fields in zip(self.data.item_ids, self.data.item_text or []):
-            if not any(str(fields.get(f) or "").strip() for f in ("title", "description")):
-                return (f"tokenizer {name} needs every item's text, and item {item} of {self.data.source} "
-                        "has neither title nor description")
-        return None
-
-    def _check_inputs(self) -> None:
-        """Input that would otherwise fail only after the results folder exists."""
-        check_backbone_spec(self.config.backbone)
-        for name, options in self.config.tokenizer_options.items():  # --set NAME.x=... of tokenizers not run too
-            if name in TOKENIZERS:
-                make_options(TOKENIZERS[name].Options, options, name)
-        for variant in self.variants:
-            name, _, arg = variant.tokenizer.partition(":")
-            if name == "precomputed" and arg:
-                from bench.tokenizers.precomputed import read_index
-
-                read_index(Path(arg), self.data.item_ids)
 
     def _write_config(self) -> None:
         resolved = self.config.to_dict()

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import preset_config
-from bench.runner import Run
+from bench.datasets import load_dataset
+from bench.run_inputs import runnable_tokenizers
 
 from test_data_stats import write_letter
 from test_run import TINY
@@ -141,12 +142,7 @@ def test_text_tokenizers_from_all_are_skipped_without_text(tmp_path: Path):
     messages: list[str] = []
     config = preset_config("quick", dataset=f"letter:{folder}", tokenizers=["id", "text", "tiger"], explicit_tokenizers=[],
                            device="cpu", out=str(tmp_path / "r"))
-    run = Run(config, log=messages.append)
-    from bench.datasets import load_dataset
-
-    run.data = load_dataset(config.dataset)
-    assert run._runnable(config.tokenizers) == ["id", "tiger"]  # tiger reads the shipped embeddings
-    assert any(m.startswith("skipped: tokenizer text") for m in messages)
+    assert runnable_tokenizers(config.tokenizers, load_dataset(config.dataset), config, messages.append) == ["id", "tiger"]
+    assert any(m.startswith("skipped: tokenizer text") for m in messages)  # tiger reads the shipped embeddings
     no_text(folder)
-    run.data = load_dataset(config.dataset)
-    assert run._runnable(config.tokenizers) == ["id"]
+    assert runnable_tokenizers(config.tokenizers, load_dataset(config.dataset), config, messages.append) == ["id"]
