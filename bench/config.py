@@ -64,7 +64,12 @@ class Recipe:
     # cap is only a safety net and patience on validation ends training
     schedule: str = "cosine"
     batch_size: int = 256
-    epochs: int = 200
+    epochs: int = 200  # the cap: training stops here if patience has not stopped it
+    # the schedule's length in epochs, when a constant rate is to outlast it (0 = `epochs`):
+    # the warm-up is `warmup_ratio` of it, so the cap can be raised without changing the
+    # schedule, and a folder made under a lower cap resumes under a higher one
+    # (`setting_differences`); a cosine rate always ends at the cap
+    schedule_epochs: int = 0
     samples_per_epoch: int = 0  # 0 = every training sample; else a fresh random subset each epoch
     patience: int = 10  # evaluations without a better validation score before stopping
     # epochs before patience may end training (0 = none): validation of a young model dips for
@@ -94,6 +99,9 @@ class Recipe:
         check(self.batch_size > 0 and self.epochs > 0 and self.eval_every > 0, "batch_size, epochs, eval_every must be > 0")
         check(self.patience > 0, "patience must be > 0")
         check(self.min_epochs >= 0, "min_epochs must be >= 0 (0 = none)")
+        check(self.schedule_epochs >= 0, "schedule_epochs must be >= 0 (0 = epochs)")
+        check(self.schedule_epochs == 0 or self.schedule == "constant",
+              "schedule_epochs needs schedule=constant (a cosine rate ends at the cap): set it to 0")
         check(self.valid_users >= 0, "valid_users must be >= 0")
         check(self.samples_per_epoch >= 0, "samples_per_epoch must be >= 0")
         check(self.tau > 0, "tau must be > 0")
@@ -102,6 +110,13 @@ class Recipe:
         check(self.stop_on in STOP_SCORES, f"stop_on must be one of {', '.join(STOP_SCORES)}")
         check(self.eval_batch_size > 0, "eval_batch_size must be > 0")
         check(self.max_input_tokens >= 0, "max_input_tokens must be >= 0 (0 = no budget)")
+
+
+def schedule_length(recipe: Recipe | dict[str, Any]) -> int:
+    """The epochs the learning-rate schedule spans, of a recipe or of its saved form (a dict,
+    which may predate `schedule_epochs`)."""
+    values = dataclasses.asdict(recipe) if isinstance(recipe, Recipe) else recipe
+    return int(values.get("schedule_epochs") or values.get("epochs") or 0)
 
 
 KS = (5, 10, 20)
@@ -141,22 +156,27 @@ _PRESET_RECIPES: dict[str, dict[str, Any]] = {
               "batch_size": 128},
     # cpu: real data on 2 CPU cores. lr and weight decay are chosen per tokenizer by `bench tune`
     # on validation (TUNE_SPACES below; `bench run --tuned DIR`); untuned, lr 1e-3 (P5's) and the
-    # paper's weight decay 0.01 apply. No decay of the learning rate, a cap of 40 passes and
-    # patience 4 on all validation users (the release's patience-to-cap ratio, 20 of 200 epochs:
-    # validation NDCG@10 on 943 users dips for an epoch or two by ~.005-.008, which patience 2
-    # mistook for the end): training ends when validation stops improving, not at the cap (each
-    # unit records which). min_epochs 10 (a quarter of the cap): patience cannot end training
-    # before epoch 10. LETTER's validation NDCG@10 fell for four epochs after a peak at epoch 3
-    # and then rose past it (lr 3e-3/wd 0.1 trial: .050 at 3, .045 .039 .048, .052 at 7, .057
-    # at 9), so patience 4 ended two LETTER units at epoch 7 on such a dip, one of them on the
-    # very settings whose search trial rose to its best at epoch 11; every other unit trained at
-    # least 13 epochs (validation curves in results/tune-ml100k-cpu and results/reference-protocol).
+    # paper's weight decay 0.01 apply. No decay of the learning rate after a warm-up of 1 % of
+    # 40 passes (`schedule_epochs`), and patience 4 on all validation users (a tenth of those 40,
+    # the release's ratio of 20 to 200: validation NDCG@10 on 943 users dips for an epoch or two
+    # by ~.005-.008, which patience 2 mistook for the end): training ends when validation stops
+    # improving, not at the cap (each unit records which). The cap is 200 passes (the release's),
+    # not tuned: it must not bind. It was 40 until the random-code control's first search trial
+    # still improved at pass 37 (validation NDCG@10 .0573, its best); every unit finished before
+    # then had stopped by patience by pass 31, so none changed. min_epochs 10 (a quarter of the
+    # 40): patience cannot end training before epoch 10. LETTER's
+    # validation NDCG@10 fell for four epochs after a peak at epoch 3 and then rose past it (lr
+    # 3e-3/wd 0.1 trial: .050 at 3, .045 .039 .048, .052 at 7, .057 at 9), so patience 4 ended
+    # two LETTER units at epoch 7 on such a dip, one of them on the very settings whose search
+    # trial rose to its best at epoch 11; every other unit trained at least 13 epochs (validation
+    # curves in results/tune-ml100k-cpu and results/reference-protocol).
     # max_input_tokens 100: the full 20-item history of every
     # code of at most 5 tokens (id, tiger, letter); titles (~9 tokens with <sep> on ML-100K) keep
     # their last ~10 items, which makes a text training step 4.3x cheaper (`bench perf
     # --input-budgets 0,100`)
-    "cpu": {"lr": 1e-3, "weight_decay": 0.01, "schedule": "constant", "epochs": 40, "samples_per_epoch": 0,
-            "patience": 4, "min_epochs": 10, "valid_users": 0, "batch_size": 128, "max_input_tokens": 100},
+    "cpu": {"lr": 1e-3, "weight_decay": 0.01, "schedule": "constant", "epochs": 200, "schedule_epochs": 40,
+            "samples_per_epoch": 0, "patience": 4, "min_epochs": 10, "valid_users": 0, "batch_size": 128,
+            "max_input_tokens": 100},
     # paper: LETTER-TIGER's release (run_train.sh, finetune.py): an effective batch of 1024
     # (256 per device x 2 GPUs x 2 accumulation steps), lr 5e-4, AdamW with weight decay 0.01,
     # cosine schedule with 1 % warm-up, up to 200 epochs, early stopping with patience 20 on
@@ -330,12 +350,18 @@ def same_settings(section: str, old: Any, new: Any) -> bool:
 def setting_differences(section: str, old: Any, new: Any) -> list[str]:
     """What differs between saved settings (`old`) and this run's (`new`), one entry per
     field as `name: OLD there, NEW here` (empty when `same_settings`), so that an error can
-    say which setting stops a folder from being resumed."""
+    say which setting stops a folder from being resumed. A higher epoch cap over the same
+    schedule (`schedule_epochs`) is no difference: a unit that patience stopped under the lower
+    cap trained exactly what it would now, and a unit still training goes on to the new cap;
+    one the old cap stopped stays as it finished, and the report flags it."""
     if not isinstance(old, dict) or not isinstance(new, dict):
         return [] if _same(old, new) else [f"{_shown(old)} there, {_shown(new)} here"]
     if section == "tokenizer_options":
         return [f"{name}.{d}" for name in sorted(set(old) & set(new))
                 for d in _field_differences(old[name], new[name], _defaults("tokenizer", name))]
+    if (section == "recipe" and "epochs" in old and "epochs" in new and new["epochs"] >= old["epochs"]
+            and schedule_length(new) == schedule_length(old)):  # a raised cap
+        new = {**new, "epochs": old["epochs"], "schedule_epochs": old.get("schedule_epochs", 0)}
     return _field_differences(old, new, _defaults(section))
 
 

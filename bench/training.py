@@ -24,7 +24,7 @@ from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_
 from bench.backbones import Backbone, CodeTrie, Ranked
 from bench.backbones.base import Rngs
 from bench.backbones.ensemble import ensemble_search, view_rngs
-from bench.config import KS, Recipe
+from bench.config import KS, Recipe, schedule_length
 from bench.datasets import Samples
 from bench.errors import BenchError
 from bench.evaluation.metrics import per_user_metrics, target_ranks
@@ -185,7 +185,7 @@ def train(backbone: Backbone, train_samples: Samples, valid_samples: Samples, re
     # the schedule counts batches over all processes, padding included (see `shard`)
     per_epoch = min(len(train_samples), recipe.samples_per_epoch or len(train_samples))
     steps_per_epoch = math.ceil(math.ceil(per_epoch / recipe.batch_size) / n) * n
-    total = steps_per_epoch * recipe.epochs
+    total = steps_per_epoch * schedule_length(recipe)  # a constant rate may outlast it (the cap, recipe.epochs)
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = make_scheduler(optimizer, recipe, total)
     result = TrainResult()
@@ -281,7 +281,8 @@ def validation_loss(backbone: Backbone, samples: Samples, recipe: Recipe, accele
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int) -> Any:
-    """Warm-up over `warmup_ratio` of the steps, then cosine decay to 0 at the cap or flat."""
+    """Warm-up over `warmup_ratio` of the schedule's steps, then cosine decay to 0 at their end
+    (the cap: a cosine schedule spans every epoch) or flat."""
     warmup = int(recipe.warmup_ratio * total_steps)
     if recipe.schedule == "constant":
         return get_constant_schedule_with_warmup(optimizer, warmup)

@@ -1,6 +1,7 @@
 """The protocol (DESIGN 7b): equal budgets, stopping by patience recorded, the recipe's tau and
 best-state restore, the temporal split, external CF named (tuning on validation: test_tuning.py)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from bench import training
 from bench.backbones import Ranked, T5Backbone
 from bench.backbones.base import ce_loss
 from bench.cli import main
-from bench.config import Recipe, T5Size, default_tokenizer_options, preset_config
+from bench.config import Recipe, T5Size, default_tokenizer_options, preset_config, setting_differences
 from bench.datasets import Dataset, SyntheticSpec, leave_one_out, make_synthetic, temporal_split
 from bench.errors import BenchError
 from bench.reporting.protocol import protocol_section, stopping_table
@@ -120,6 +121,50 @@ def test_training_that_reaches_the_cap_says_so(monkeypatch):
                             Recipe(epochs=3, patience=2, batch_size=64), 0, log=logs.append)
     assert result.stopped_by == "cap" and result.best_epoch == 3
     assert any("epoch cap" in m for m in logs)
+
+
+def test_a_raised_cap_over_the_same_schedule_resumes_a_unit_as_if_uninterrupted(monkeypatch, tmp_path):
+    """schedule_epochs fixes the constant rate's warm-up, so the cap (epochs) can be raised: a
+    unit checkpointed under cap 3 and resumed under cap 6 ends as one trained under cap 6."""
+    backbone, split = _id_backbone()
+    valid = split.valid.subset(np.arange(10))
+    scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    recipe = Recipe(epochs=6, schedule_epochs=3, schedule="constant", warmup_ratio=0.5, patience=2, batch_size=64)
+    _scripted_validation(monkeypatch, backbone, scores)
+    whole = training.train(backbone, split.train, valid, recipe, 0, log=lambda m: None)
+    assert (whole.stopped_by, whole.best_epoch, len(whole.history)) == ("cap", 6, 6)
+    straight = {k: v.clone() for k, v in backbone.state_dict().items()}
+
+    backbone, _ = _id_backbone()
+    checkpoint = tmp_path / "checkpoint.pt"
+    _scripted_validation(monkeypatch, backbone, scores[:3])
+    first = training.train(backbone, split.train, valid, dataclasses.replace(recipe, epochs=3, schedule_epochs=0), 0,
+                           log=lambda m: None, checkpoint=checkpoint)
+    assert (first.stopped_by, len(first.history)) == ("cap", 3)
+    backbone, _ = _id_backbone()
+    _scripted_validation(monkeypatch, backbone, scores[3:])
+    resumed = training.train(backbone, split.train, valid, recipe, 0, log=lambda m: None, checkpoint=checkpoint)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert all(torch.equal(v, straight[k]) for k, v in backbone.state_dict().items())
+    # the schedule's length, not the cap, sets the warm-up: over 6 epochs it would differ
+    backbone, _ = _id_backbone()
+    _scripted_validation(monkeypatch, backbone, scores)
+    training.train(backbone, split.train, valid, dataclasses.replace(recipe, schedule_epochs=0), 0, log=lambda m: None)
+    assert not all(torch.equal(v, straight[k]) for k, v in backbone.state_dict().items())
+
+
+def test_schedule_epochs_is_checked_and_a_raised_cap_is_no_other_recipe():
+    with pytest.raises(ValueError, match="schedule_epochs"):
+        Recipe(epochs=10, schedule_epochs=5, schedule="cosine")
+    saved = {"epochs": 40, "schedule": "constant"}  # written before schedule_epochs existed
+    now = {**saved, "schedule_epochs": 0}  # what this version writes for it
+    assert setting_differences("recipe", saved, {**now, "epochs": 200, "schedule_epochs": 40}) == []
+    assert setting_differences("recipe", {**now, "epochs": 200, "schedule_epochs": 40}, now) == [
+        "epochs: 200 there, 40 here", "schedule_epochs: 40 there, 0 here"]  # a lowered cap could cut a unit short
+    assert setting_differences("recipe", saved, {**now, "epochs": 200}) == [
+        "epochs: 40 there, 200 here"]  # the schedule (its warm-up) spans the cap: another recipe
+    assert setting_differences("recipe", saved, {**now, "epochs": 200, "schedule_epochs": 50}) == [
+        "epochs: 40 there, 200 here", "schedule_epochs: absent (default 0) there, 50 here"]
 
 
 def test_constant_schedule_keeps_the_rate_after_warmup_and_cosine_ends_at_zero():
