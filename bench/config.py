@@ -164,12 +164,12 @@ _PRESET_RECIPES: dict[str, dict[str, Any]] = {
     # not tuned: it must not bind. It was 40 until the random-code control's first search trial
     # still improved at pass 37 (validation NDCG@10 .0573, its best); every unit finished before
     # then had stopped by patience by pass 31, so none changed. min_epochs 10 (a quarter of the
-    # 40): patience cannot end training before epoch 10. LETTER's
-    # validation NDCG@10 fell for four epochs after a peak at epoch 3 and then rose past it (lr
-    # 3e-3/wd 0.1 trial: .050 at 3, .045 .039 .048, .052 at 7, .057 at 9), so patience 4 ended
-    # two LETTER units at epoch 7 on such a dip, one of them on the very settings whose search
-    # trial rose to its best at epoch 11; every other unit trained at least 13 epochs (validation
-    # curves in results/tune-ml100k-cpu and results/reference-protocol).
+    # 40): patience cannot end training before epoch 10. LETTER's validation NDCG@10 fell for
+    # four epochs after a peak at epoch 3 and then rose past it (lr 3e-3/wd 0.1 trial: .050 at
+    # 3, .045 .039 .048, .052 at 7, .057 at 9), so patience 4 ended two LETTER units at epoch 7
+    # on such a dip, one of them on the very settings whose search trial rose to its best at
+    # epoch 11; every other unit trained at least 13 epochs (validation curves in
+    # results/tune-ml100k-cpu and results/reference-protocol).
     # max_input_tokens 100: the full 20-item history of every
     # code of at most 5 tokens (id, tiger, letter); titles (~9 tokens with <sep> on ML-100K) keep
     # their last ~10 items, which makes a text training step 4.3x cheaper (`bench perf
