@@ -210,6 +210,8 @@ def test_the_report_states_the_minimum_number_of_epochs():
     assert "patience 4 evaluations without a better validation NDCG@10, not before epoch 10, cap 40" in section(
         {"patience": 4, "min_epochs": 10, "epochs": 40})
     assert "not before epoch" not in section({"patience": 4, "epochs": 40})
+    assert "cap 200 epochs; the rate's schedule spans 40 epochs" in section(
+        {"patience": 4, "epochs": 200, "schedule_epochs": 40})
 
 
 # -- leakage ----------------------------------------------------------------------------------------

@@ -140,8 +140,10 @@ def protocol_section(config: dict[str, Any], history: pd.DataFrame | None, md_ta
         capped = stops[stops["stopped by"].astype(str).str.startswith("CAP")]
         recipe = config.get("recipe") or {}
         floor = f", not before epoch {recipe['min_epochs']}" if recipe.get("min_epochs") else ""
+        schedule = (f"; the rate's schedule spans {recipe['schedule_epochs']} epochs, a cap raised past it changes "
+                    "no unit that patience stopped" if recipe.get("schedule_epochs") else "")
         lines += [f"Why each unit stopped (patience {recipe.get('patience', '')} evaluations without a better "
-                  f"validation NDCG@10{floor}, cap {recipe.get('epochs', '')} epochs):", "", md_table(stops), ""]
+                  f"validation NDCG@10{floor}, cap {recipe.get('epochs', '')} epochs{schedule}):", "", md_table(stops), ""]
         if not capped.empty:
             lines += [f"**{len(capped)} unit(s) stopped at the epoch cap while validation was still improving: "
                       "they may not have converged.**", ""]
