@@ -44,8 +44,10 @@ lane() {
 # samples/s against 486 for two one-thread processes side by side (13 % less in all), but a
 # unit (about 4 minutes per epoch) then fits in a session; (3) issue 17's tokenizers, each
 # lane taking them in the opposite order (a tokenizer whose study the other lane holds is
-# skipped: its lock), then the collision table.
-rest() { for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; collision_table; }
+# skipped: its lock), then the collision table, then the tokenizers once more: a lane that
+# found a study held by the other lane takes some of its seeds now (units through locks).
+lanes() { for t in "$@"; do lane "$t" || echo "lane $t: not finished here (see above)"; done; }
+rest() { lanes "$@"; collision_table; lanes "$@"; }
 two_lanes() {  # $1, $2: what lanes a and b run, one thread each, appending to their logs
   { set +e; eval "$1"; } >> logs/lane-a.log 2>&1 &
   local a=$!
