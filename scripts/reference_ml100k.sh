@@ -36,9 +36,10 @@ lane() {
   $BENCH tune --tokenizers "$1" "${common[@]}" --out "$TUNE" &&
     $BENCH run --tokenizers "$1" "${common[@]}" --seeds 0,1,2 --tuned "$TUNE" --out "$OUT"
 }
-# Units of 4-5-token codes take 1-2 hours as one of two one-thread lanes, so each finishes
-# within a session even where the next session gets another machine (a unit resumes by
-# epoch only on the machine that holds its checkpoint). Three phases, in the order that
+# Most units of 4-5-token codes take 1-2 hours as one of two one-thread lanes, so they finish
+# within a session even where the next session gets another machine (a unit resumes by epoch
+# only on the machine that holds its checkpoint; `random`'s slow units took up to 42 epochs,
+# about 2.5 hours, and some resumed across sessions). Three phases, in the order that
 # closes issues soonest: (1) lane a finishes the first four tokenizers, then both lanes share
 # LETTER's ablation (its units through locks); (2) `text` alone, at two threads: 423 training
 # samples/s against 486 for two one-thread processes side by side (13 % less in all), but a
